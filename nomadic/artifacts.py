@@ -1,0 +1,42 @@
+"""The record of what build-image produced, where launch finds it: build/artifacts.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, Target
+from .errors import ConfigError
+
+
+def path(settings: Settings) -> Path:
+    return settings.build_dir / "artifacts.json"
+
+
+def _read(settings: Settings) -> dict[str, Any]:
+    p = path(settings)
+    if not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p} is not valid JSON ({exc})", hint="delete it and run build-image again") from None
+    return data if isinstance(data, dict) else {}
+
+
+def record(settings: Settings, target: Target, image: str, artifact: dict[str, Any]) -> Path:
+    """Remember the newest artifact for (target, image definition); older records are replaced."""
+    data = _read(settings)
+    data.setdefault(target.value, {})[image] = artifact
+    p = path(settings)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def lookup(settings: Settings, target: Target, image: str | None = None) -> dict[str, Any] | None:
+    """The recorded artifact for target and image definition (default build.image), or None."""
+    return _read(settings).get(target.value, {}).get(image or settings.build.image)

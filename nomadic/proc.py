@@ -1,0 +1,134 @@
+"""The one seam to external programs: every subprocess runs through here, via the sh library."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Mapping, Sequence
+
+import sh
+
+from .errors import CommandFailed, Interrupted, ToolMissing
+
+# How to get each external tool; shown when it is missing.
+INSTALL_HINTS: dict[str, str] = {
+    "packer": "install Packer: 'apt-get install packer' (Debian) or https://developer.hashicorp.com/packer/install",
+    "qemu-system-x86_64": "install QEMU: 'apt-get install qemu-system-x86 qemu-utils' or 'dnf install qemu-kvm'",
+    "qemu-img": "install qemu-utils: 'apt-get install qemu-utils'",
+    "ssh": "install an OpenSSH client: 'apt-get install openssh-client'",
+    "ssh-keygen": "install an OpenSSH client: 'apt-get install openssh-client'",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def which(program: str) -> str:
+    """Absolute path of `program`, or ToolMissing with how to install it."""
+    found = shutil.which(program)
+    if not found:
+        hint = INSTALL_HINTS.get(Path(program).name, f"install {program} and make sure it is on PATH")
+        raise ToolMissing(f"{program} not found on PATH", hint=hint)
+    return found
+
+
+def show(argv: Sequence[str]) -> str:
+    """The command as a user could paste it into a shell."""
+    return shlex.join(argv)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stream: IO[str] | None = None,
+    log: Path | None = None,
+    check: bool = True,
+    step: str | None = None,
+    stdin: str | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Run argv; with `stream`, echo each output line live (and to `log`) while it runs.
+
+    A non-zero exit raises CommandFailed naming the step, the command, the exit code and the log.
+    Ctrl-C stops the child first (sh sends it SIGINT via the process group) and raises Interrupted.
+    """
+    program = which(argv[0])
+    label = step or Path(argv[0]).name
+    log_fh = log.open("a", encoding="utf-8") if log else None
+    captured: list[str] = []
+
+    def on_line(line: str) -> None:
+        captured.append(line)
+        if stream is not None:
+            stream.write(line)
+            stream.flush()
+        if log_fh is not None:
+            log_fh.write(line)
+            log_fh.flush()
+
+    kwargs: dict = {
+        "_cwd": str(cwd) if cwd else None,
+        "_ok_code": list(range(256)),
+        "_timeout": timeout,
+        "_return_cmd": True,
+    }
+    if env is not None:
+        kwargs["_env"] = dict(env)
+    if stdin is not None:
+        kwargs["_in"] = stdin
+    if stream is not None or log_fh is not None:
+        kwargs.update(_out=on_line, _err=on_line, _bg=True, _bg_exc=False)
+    try:
+        proc = sh.Command(program)(*argv[1:], **kwargs)
+        if stream is not None or log_fh is not None:
+            proc.wait()
+        out = "".join(captured) if captured else _text(proc.stdout)
+        err = "" if captured else _text(proc.stderr)
+        code = proc.exit_code
+    except KeyboardInterrupt:
+        _stop(locals().get("proc"))
+        raise Interrupted(
+            f"{label} interrupted by Ctrl-C",
+            hint="what it had started may still exist; see the step's log and rerun the task to converge",
+        ) from None
+    except sh.TimeoutException:
+        raise CommandFailed(f"{label} timed out after {timeout:.0f}s: {show(argv)}") from None
+    finally:
+        if log_fh is not None:
+            log_fh.close()
+    if check and code != 0:
+        where = f"; log: {log}" if log else ""
+        tail = (err or out).strip().splitlines()[-1:] if not stream else []
+        detail = f": {tail[0]}" if tail else ""
+        raise CommandFailed(f"{label} failed with exit code {code}{detail}", hint=f"command: {show(argv)}{where}")
+    return Result(tuple(argv), code, out, err)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+def _stop(proc: object) -> None:
+    if proc is None:
+        return
+    try:
+        proc.signal_group(2)  # type: ignore[attr-defined]
+        proc.wait()  # type: ignore[attr-defined]
+    except Exception:  # the child may already be gone; nothing more to stop
+        pass
+
+
+def stderr_stream() -> IO[str]:
+    return sys.stderr

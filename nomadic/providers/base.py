@@ -1,0 +1,47 @@
+"""The provider seam: launch, find, and destroy a cluster's nodes, wherever they run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+from ..plan import Node, Plan, Role
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What a provider knows of one running (or stopping) node of the cluster."""
+
+    name: str
+    role: Role
+    state: str  # the provider's lifecycle word, e.g. RUNNING, PROVISIONING, TERMINATED, stopped
+    id: str  # OCI instance OCID, or the local VM's pid
+    private_ip: str
+    public_ip: str = ""
+    ssh_host: str = ""  # where `ssh` should connect (public IP, or 127.0.0.1 for local forwards)
+    ssh_port: int = 22
+    ssh_user: str = ""
+
+
+# Progress reports: (node name, message); the caller prints them, one line per event.
+Progress = Callable[[str, str], None]
+
+
+class Provider(Protocol):
+    def find(self) -> list[NodeStatus]:
+        """The cluster's nodes that exist now (found by tag or by local record), any state but terminated."""
+        ...
+
+    def used_addresses(self) -> set[str]:
+        """Addresses in the cluster network taken by anything that is not one of this cluster's nodes."""
+        ...
+
+    def launch(
+        self, plan: Plan, nodes: list[Node], user_data: Mapping[str, str], image: str | None, progress: Progress
+    ) -> list[NodeStatus]:
+        """Create `nodes` (the missing part of `plan`), user_data by node name; return them once running."""
+        ...
+
+    def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:
+        """Terminate exactly these nodes and wait until they are gone."""
+        ...

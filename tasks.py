@@ -1,0 +1,168 @@
+"""Invoke tasks: thin wrappers that load the settings once and call into the nomadic package."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+from invoke import Collection, Exit, task
+
+from nomadic import config
+from nomadic.errors import NomadicError
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _settings(c: Any, **overrides: Any) -> config.Settings:
+    return config.load(c.config, ROOT, overrides)
+
+
+def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Map the package's exceptions to one line on stderr and a non-zero exit, once, here."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except NomadicError as exc:
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper
+
+
+@task(
+    help={
+        "target": "oci (bake in your tenancy) or qemu (bake a local qcow2); default build.target",
+        "image": "image definition under images/ (default build.image: almalinux9)",
+        "dry_run": "render and validate only; do not run packer build",
+    }
+)
+@_user_errors
+def build_image(c, target=None, image=None, dry_run=False):
+    """Bake the AlmaLinux 9 + Docker + Nomad + Consul image with Packer."""
+    from nomadic import commands
+
+    commands.build_image(_settings(c, **{"build.target": target, "build.image": image}), dry_run=dry_run)
+
+
+@task(
+    help={
+        "count": "number of nodes (default cluster.count)",
+        "servers": "number of servers (default: all up to 5, then 3)",
+        "cluster": "cluster name (default cluster.name)",
+        "image": "image definition for the Packer templates (default build.image)",
+    }
+)
+@_user_errors
+def render(c, count=None, servers=None, cluster=None, image=None):
+    """Write every rendered artifact (Packer templates, per-node configs) into build/ without running anything."""
+    from nomadic import commands
+
+    commands.render(
+        _settings(
+            c,
+            **{"cluster.count": count, "cluster.servers": servers, "cluster.name": cluster, "build.image": image},
+        )
+    )
+
+
+@task(
+    help={
+        "count": "number of nodes (default cluster.count)",
+        "servers": "number of servers",
+        "cluster": "cluster name (default cluster.name)",
+    }
+)
+@_user_errors
+def validate(c, count=None, servers=None, cluster=None):
+    """Render, then run every offline validator (packer validate, cloud-init schema, HCL, cluster checks)."""
+    from nomadic import commands
+
+    commands.validate(_settings(c, **{"cluster.count": count, "cluster.servers": servers, "cluster.name": cluster}))
+
+
+@task(
+    help={
+        "count": "number of nodes (default cluster.count)",
+        "servers": "number of servers",
+        "cluster": "cluster name (default cluster.name)",
+        "provider": "oci or local (default cluster.provider)",
+        "image_id": "OCI image OCID to launch (default: the one build-image recorded)",
+        "image": "local qcow2 path to boot (provider local; default: the one build-image recorded)",
+        "wait_cluster": "after boot, wait over SSH until Consul and Nomad have a leader and every member",
+        "allow_paid": "allow a launch that leaves the Always Free tier",
+    }
+)
+@_user_errors
+def launch(
+    c,
+    count=None,
+    servers=None,
+    cluster=None,
+    provider=None,
+    image_id=None,
+    image=None,
+    wait_cluster=False,
+    allow_paid=False,
+):
+    """Launch the cluster's nodes (only those missing) and write inventory.ini and ssh_config."""
+    from nomadic import commands
+
+    settings = _settings(
+        c,
+        **{
+            "cluster.count": count,
+            "cluster.servers": servers,
+            "cluster.name": cluster,
+            "cluster.provider": provider,
+            "oci.allow_paid": True if allow_paid else None,
+        },
+    )
+    commands.launch(settings, image=image_id or image, wait_cluster=wait_cluster)
+
+
+@task(help={"cluster": "cluster name (default cluster.name)", "provider": "oci or local"})
+@_user_errors
+def status(c, cluster=None, provider=None):
+    """Show the cluster's nodes, their state, role and addresses, and cluster health when reachable."""
+    from nomadic import commands
+
+    commands.status(_settings(c, **{"cluster.name": cluster, "cluster.provider": provider}))
+
+
+@task(
+    help={
+        "cluster": "cluster name (default cluster.name)",
+        "provider": "oci or local",
+        "yes": "do not ask for confirmation",
+    }
+)
+@_user_errors
+def destroy(c, cluster=None, provider=None, yes=False):
+    """Terminate exactly the nodes tagged with this cluster (asks first)."""
+    from nomadic import commands
+
+    commands.destroy(_settings(c, **{"cluster.name": cluster, "cluster.provider": provider}), yes=yes)
+
+
+@task(
+    help={
+        "host": "address of a booted image or node to check over SSH",
+        "port": "SSH port (default 22)",
+        "user": "SSH user (default oci.ssh_user)",
+        "key": "SSH private key (default cluster.ssh_private_key)",
+    }
+)
+@_user_errors
+def verify_image(c, host, port=22, user=None, key=None):
+    """Run the image verification suite (tests/image) against a booted host over SSH."""
+    from nomadic import commands
+
+    commands.verify_image(_settings(c), host=host, port=int(port), user=user, key=key)
+
+
+ns = Collection(build_image, render, validate, launch, status, destroy, verify_image)
+ns.configure(config.defaults())
