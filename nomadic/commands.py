@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .config import Settings
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 
 def build_image(settings: Settings, dry_run: bool) -> None:
@@ -17,12 +22,50 @@ def verify_image(settings: Settings, host: str, port: int, user: str | None, key
     imagebuild.verify(settings, host=host, port=port, user=user, key=key)
 
 
+def plan_table(plan: "Plan") -> str:
+    """The plan as an aligned text table: node, role, address, hostname."""
+    rows = [("NODE", "ROLE", "ADDRESS", "HOSTNAME")]
+    rows += [(n.name, n.role.value, n.address, n.hostname) for n in plan.nodes]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def render(settings: Settings) -> None:
-    raise NotImplementedError("render: issue 3")
+    """Plan the cluster, write every node's user-data and HCL, render the image templates, show the plan."""
+    import sys
+
+    from . import imagebuild, nodeconfig
+    from .plan import make_plan
+
+    plan = make_plan(settings.cluster)
+    imagebuild.render_templates(settings)
+    nodes_dir = nodeconfig.write_nodes(settings, plan)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(plan_table(plan))
+    print(
+        f"{len(plan.nodes)} nodes, {plan.bootstrap_expect} servers (bootstrap_expect), "
+        f"datacenter {plan.datacenter}, network {plan.cidr}"
+    )
+    print(f"node files: {nodes_dir}")
 
 
 def validate(settings: Settings) -> None:
-    raise NotImplementedError("validate: issues 2 and 3")
+    """Render, then check what was written: both cloud-init schemas, HCL, the cluster as a whole, the image."""
+    from . import clustercheck, imagebuild, nodeconfig
+    from .errors import RenderError
+
+    render(settings)
+    checks = clustercheck.validate_written(nodeconfig.nodes_dir(settings))
+    for check in checks:
+        print(check.line())
+    imagebuild.validate_templates(settings)
+    bad = clustercheck.failed(checks)
+    if bad:
+        raise RenderError(
+            f"{len(bad)} of {len(checks)} node checks failed (first: {bad[0].name})",
+            hint="see the FAIL lines above",
+        )
 
 
 def launch(settings: Settings, image: str | None, wait_cluster: bool) -> None:
