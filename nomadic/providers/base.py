@@ -27,7 +27,19 @@ class NodeStatus:
 Progress = Callable[[str, str], None]
 
 
+# Lifecycle words meaning "on its way out": such a node no longer counts as existing for launch.
+GONE_STATES = frozenset({"TERMINATING", "TERMINATED", "terminated"})
+
+
 class Provider(Protocol):
+    def preflight(self, image: str | None) -> str:
+        """Check settings, credentials, network and image before anything is created; return the image to launch.
+
+        `image` is what the user passed (--image-id / --image) or None for the one build-image recorded.
+        Raises a NomadicError (one line, nothing created) for any problem.
+        """
+        ...
+
     def find(self) -> list[NodeStatus]:
         """The cluster's nodes that exist now (found by tag or by local record), any state but terminated."""
         ...
