@@ -69,12 +69,18 @@ def validate(settings: Settings) -> None:
 
 
 def launch(settings: Settings, image: str | None, wait_cluster: bool) -> None:
-    raise NotImplementedError("launch: issue 4")
+    from . import lifecycle
+
+    lifecycle.launch(settings, image=image, wait_cluster=wait_cluster)
 
 
 def status(settings: Settings) -> None:
-    raise NotImplementedError("status: issue 4")
+    from . import lifecycle
+
+    lifecycle.status(settings)
 
 
 def destroy(settings: Settings, yes: bool) -> None:
-    raise NotImplementedError("destroy: issue 4")
+    from . import lifecycle
+
+    lifecycle.destroy(settings, yes=yes)

@@ -56,6 +56,7 @@ class OciSettings:
     compartment_id: str = ""
     subnet_id: str = ""
     availability_domains: tuple[str, ...] = ()
+    fault_domains: tuple[str, ...] = ()
     shape: str = FREE_TIER_SHAPE
     ocpus: float = 1.0
     memory_gb: float = 6.0
