@@ -1,0 +1,78 @@
+"""Gossip keys: made once per cluster, stored 0600 in a 0700 folder, reused, checked, never shown."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from nomadic import config, keys
+from nomadic.errors import ConfigError
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_keys_are_created_private_and_well_formed(settings: config.Settings):
+    made = keys.load_or_create(settings)
+    path = keys.key_path(settings)
+    assert path == settings.root / "secrets" / settings.cluster.name / keys.KEY_FILE
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    assert len(base64.b64decode(made.consul, validate=True)) == 32
+    assert len(base64.b64decode(made.nomad, validate=True)) == 32
+    assert made.consul != made.nomad
+    assert json.loads(path.read_text()) == {"consul": made.consul, "nomad": made.nomad}
+
+
+def test_keys_are_reused_on_later_runs(settings: config.Settings):
+    first = keys.load_or_create(settings)
+    before = keys.key_path(settings).read_bytes()
+    assert keys.load_or_create(settings) == first
+    assert keys.key_path(settings).read_bytes() == before
+
+
+def test_each_cluster_has_its_own_keys(tmp_path: Path):
+    a = keys.load_or_create(config.load({"cluster": {"name": "alpha"}}, tmp_path))
+    b = keys.load_or_create(config.load({"cluster": {"name": "beta"}}, tmp_path))
+    assert a.consul != b.consul and a.nomad != b.nomad
+
+
+def test_a_loose_mode_is_tightened(settings: config.Settings):
+    keys.load_or_create(settings)
+    path = keys.key_path(settings)
+    path.chmod(0o644)
+    path.parent.chmod(0o755)
+    keys.load_or_create(settings)
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{not json", "cannot read gossip keys"),
+        ("[]", "not a JSON object"),
+        ('{"consul": "QUJD", "nomad": "QUJD"}', "is 3 bytes, not 32"),
+        ('{"consul": "!!!not base64!!!", "nomad": "x"}', "not base64"),
+        ('{"nomad": "x"}', "'consul' is missing"),
+    ],
+)
+def test_a_broken_key_file_is_an_error_and_is_left_alone(settings: config.Settings, content, fragment):
+    path = keys.key_path(settings)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        keys.load_or_create(settings)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert path.read_text() == content
+
+
+def test_repr_never_shows_a_key():
+    made = keys.generate()
+    assert made.consul not in repr(made) and made.nomad not in repr(made)
