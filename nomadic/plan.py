@@ -205,8 +205,7 @@ def make_plan(
             role = Role.BOTH if shared else Role.SERVER
         else:
             role = Role.CLIENT
-        address = kept[name] if name in kept else next(free)
-        nodes.append(Node(index=i, name=name, role=role, address=address))
+        nodes.append(Node(index=i, name=name, role=role, address=kept[name] if name in kept else next(free)))
     return Plan(
         cluster=settings.name,
         datacenter=settings.datacenter,
