@@ -64,8 +64,16 @@ def launch(
     prov = provider or get_provider(settings)
     image = prov.preflight(image)
     plan, existing, found = plan_launch(settings, prov)
-    for note in getattr(prov, "notes", []):
-        con.say(f"note: {note}")
+    notes_seen = 0
+
+    def say_notes() -> None:  # remarks the provider collected (e.g. about the subnet or the free-tier count)
+        nonlocal notes_seen
+        notes = getattr(prov, "notes", [])
+        for note in notes[notes_seen:]:
+            con.say(f"note: {note}")
+        notes_seen = len(notes)
+
+    say_notes()
     for warning in plan.warnings:
         con.say(f"warning: {warning}")
     planned = {n.name for n in plan.nodes}
@@ -91,7 +99,10 @@ def launch(
             f"cluster {plan.cluster}: {len(existing)} of {len(plan.nodes)} nodes exist; "
             f"launching {', '.join(n.name for n in missing)}"
         )
-        launched = prov.launch(plan, missing, user_data, image, con.node)
+        try:
+            launched = prov.launch(plan, missing, user_data, image, con.node)
+        finally:
+            say_notes()
     else:
         con.say(f"cluster {plan.cluster}: all {len(plan.nodes)} nodes exist; nothing to launch")
     by_name = {n.id: n for n in found}

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import lifecycle, outputs, proc
+from nomadic import lifecycle, ociclient, outputs, proc
 from nomadic.errors import ConfigError
-from nomadic.providers.oci import TAG_CLUSTER, TAG_NODE, OciProvider
+from nomadic.plan import make_plan
+from nomadic.providers.oci import TAG_CLUSTER, TAG_NODE, OciProvider, retry_token
 from tests.ociemu import Emulator
+from tests.ociemu.server import ADS, IMAGE
 from tests.ociemu.testing import Capture, settings_for
 
 
@@ -113,33 +115,19 @@ def test_status_with_no_nodes(emu: Emulator, tmp_path: Path) -> None:
 
 
 def test_launch_killed_between_requests_then_rerun_converges(emu: Emulator, tmp_path: Path) -> None:
-    """State a killed run leaves: some nodes created (one still PROVISIONING), one never sent; no local record."""
+    """What a killed run leaves: two nodes created (still PROVISIONING), one never sent; no local record."""
     emu.provisioning_delay = 3600
     settings = settings_for(emu, tmp_path, cluster={"count": 3}, oci={"allow_paid": True})
     provider = OciProvider(settings)
-    from nomadic.plan import make_plan
-
-    plan = make_plan(settings.cluster)
     provider.preflight(None)
-    import oci  # noqa: F401  (the provider's own calls, as a killed run would have made them)
-
-    from nomadic import ociclient
-
-    compute = ociclient.compute(provider.session, retry=False)
-    from nomadic.providers.oci import retry_token
-
-    for node in plan.nodes[:2]:
-        details = provider._details(node, provider.metadata("#cloud-config\n"), "ocid1.image.oc1.iad.aaaaemulatorimage", emu_ad(), None)
-        compute.launch_instance(details, opc_retry_token=retry_token("nomadic", node.name, 0))
+    launcher = ociclient.compute(provider.session, retry=False)
+    for node in make_plan(settings.cluster).nodes[:2]:  # the requests the killed run had sent
+        details = provider._details(node, provider.metadata("#cloud-config\n"), IMAGE, ADS[0], None)
+        launcher.launch_instance(details, opc_retry_token=retry_token("nomadic", node.name, 0))
     emu.provisioning_delay = 0
-    con, _ = console()
+    con, cap = console()
     nodes = lifecycle.launch(settings, None, False, provider=OciProvider(settings), console=con)
-    names = [i["freeformTags"]["nomadic-node"] for i in emu.live("nomadic")]
-    assert sorted(names) == ["nomadic-01", "nomadic-02", "nomadic-03"]
+    names = sorted(i["freeformTags"]["nomadic-node"] for i in emu.live("nomadic"))
+    assert names == ["nomadic-01", "nomadic-02", "nomadic-03"]
     assert [n.private_ip for n in nodes] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
-
-
-def emu_ad() -> str:
-    from tests.ociemu.server import ADS
-
-    return ADS[0]
+    assert "2 of 3 nodes exist; launching nomadic-03" in cap.text

@@ -121,3 +121,30 @@ def test_launch_killed_half_way_then_rerun_converges(emu: Emulator, tmp_path: Pa
     names = sorted(i["freeformTags"]["nomadic-node"] for i in emu.live("nomadic"))
     assert names == ["nomadic-01", "nomadic-02", "nomadic-03"]  # no duplicates
     assert len(emu.launch_bodies) == 3
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_waiting_and_says_what_exists(emu: Emulator, tmp_path: Path) -> None:
+    root = project(tmp_path)
+    emu.provisioning_delay = 3600
+    env = env_for(emu, tmp_path)
+    run = subprocess.Popen(
+        [str(INVOKE), "-r", str(root), "launch", "--count", "2", "--image-id", IMAGE],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(emu.launch_bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.kill(run.pid, signal.SIGINT)
+        out, err = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130, out + err
+    assert time.monotonic() - started < 15  # the waiters stop at their next poll, not after launch_timeout_s
+    assert "launch interrupted by Ctrl-C" in err and "Traceback" not in err
+    assert out.count("(not yet RUNNING)") == 2

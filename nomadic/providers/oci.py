@@ -6,14 +6,13 @@ import base64
 import hashlib
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .. import artifacts, ociclient
 from ..config import FREE_TIER_SHAPE, OCID_RE, Settings, Target
-from ..errors import CapacityError, CloudError, ConfigError, LimitExceeded, NomadicError
+from ..errors import CapacityError, CloudError, ConfigError, Interrupted, LimitExceeded, NomadicError
 from ..plan import Node, Plan, Role
 from .base import GONE_STATES, NodeStatus, Progress
 
@@ -86,11 +85,13 @@ class OciProvider:
     def __init__(
         self,
         settings: Settings,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        """`sleep` replaces the backoff waits (tests); by default they are waits that Ctrl-C or an abort cut short."""
         self.settings = settings
         self._sleep = sleep
+        self._abort = threading.Event()
         self._rand = rand
         self._session: ociclient.Session | None = None
         self._ads: list[str] = []
@@ -313,6 +314,12 @@ class OciProvider:
                 hint="lower --count or oci.boot_volume_gb, delete unused volumes, or pass --allow-paid",
             )
 
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif self._abort.wait(seconds):
+            raise _Aborted()
+
     # ---- launch ---------------------------------------------------------------------------------------------------
     def metadata(self, user_data: str) -> dict[str, str]:
         key = self.settings.cluster.ssh_public_key.expanduser().read_text(encoding="utf-8").strip()
@@ -367,25 +374,51 @@ class OciProvider:
         for name, md in metadata.items():
             nodeconfig.check_metadata_size(md, node=name)
         self.guard_free_tier(nodes)
-        abort = threading.Event()
+        self._abort = abort = threading.Event()
         outcomes = {n.name: _Outcome(n) for n in nodes}
 
         def work(node: Node) -> None:
             out = outcomes[node.name]
             try:
-                out.status = self._launch_one(node, metadata[node.name], image, progress, abort, out)
+                out.status = self._launch_one(node, metadata[node.name], image, progress, out)
             except _Aborted:
                 out.error = None
             except Exception as exc:  # recorded per node, reported below
                 out.error = exc
                 if not isinstance(exc, CapacityError):
-                    abort.set()  # limits, refusals, bugs: stop launching the others
+                    abort.set()  # limits, refusals, bugs: stop launching (and waiting for) the others
 
-        with ThreadPoolExecutor(max_workers=min(32, len(nodes)), thread_name_prefix="launch") as pool:
-            list(pool.map(work, nodes))
+        pool = ThreadPoolExecutor(max_workers=min(32, len(nodes)), thread_name_prefix="launch")
+        try:
+            for future in [pool.submit(work, n) for n in nodes]:
+                future.result()
+        except KeyboardInterrupt:
+            abort.set()  # workers stop at their next poll or backoff
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._report(outcomes, progress)
+            raise Interrupted(
+                "launch interrupted by Ctrl-C; the instances listed above exist",
+                hint="rerun 'invoke launch' to converge, or 'invoke destroy' to remove them",
+            ) from None
+        finally:
+            pool.shutdown(wait=True)
         failed = [o for o in outcomes.values() if o.status is None]
         if not failed:
             return [outcomes[n.name].status for n in nodes]  # type: ignore[misc]
+        self._report(outcomes, progress)
+        errors = [o.error for o in outcomes.values() if o.error is not None]
+        first = next((e for e in errors if isinstance(e, LimitExceeded)), None) or next(
+            (e for e in errors if not isinstance(e, CapacityError)), None
+        ) or errors[0]
+        done = len(nodes) - len(failed)
+        summary = f"{done} of {len(nodes)} new nodes running; rerun 'invoke launch' to add the missing ones"
+        if isinstance(first, NomadicError):
+            raise type(first)(f"{first.message}; {summary}", hint=first.hint)
+        raise CloudError(f"{type(first).__name__}: {first}; {summary}")
+
+    @staticmethod
+    def _report(outcomes: Mapping[str, _Outcome], progress: Progress) -> None:
+        """One line per node: what exists now (so a user knows what a rerun or destroy will meet)."""
         for o in outcomes.values():
             if o.status is not None:
                 progress(o.node.name, f"exists: {o.status.state} {o.status.id}")
@@ -395,18 +428,9 @@ class OciProvider:
                 progress(o.node.name, f"not created: {o.error}")
             else:
                 progress(o.node.name, "not created: stopped after another node's error")
-        errors = [o.error for o in outcomes.values() if o.error is not None]
-        first = next((e for e in errors if isinstance(e, LimitExceeded)), None) or next(
-            (e for e in errors if not isinstance(e, CapacityError)), None
-        ) or errors[0]
-        done = len(nodes) - len(failed)
-        summary = f"{done} of {len(nodes)} new nodes running; rerun 'invoke launch' to add the missing ones"
-        if isinstance(first, NomadicError):
-            raise type(first)(f"{first.message}; {summary}", hint=first.hint)
-        raise CloudError(f"{first}; {summary}")
 
     def _launch_one(
-        self, node: Node, metadata: dict[str, str], image: str, progress: Progress, abort: threading.Event, out: _Outcome
+        self, node: Node, metadata: dict[str, str], image: str, progress: Progress, out: _Outcome
     ) -> NodeStatus:
         o = self.settings.oci
         session = self.session
@@ -418,7 +442,7 @@ class OciProvider:
             for ad, fd in placements:
                 where = ad + (f"/{fd}" if fd else "")
                 for _replay in range(REPLAY_LIMIT):
-                    if abort.is_set():
+                    if self._abort.is_set():
                         raise _Aborted()
                     details = self._details(node, metadata, image, ad, fd)
                     try:
@@ -438,7 +462,7 @@ class OciProvider:
             if rnd + 1 < rounds:
                 delay = backoff(rnd, o.backoff_base_s, o.backoff_max_s, self._rand)
                 progress(node.name, f"no host capacity in {', '.join(self._ads)} (round {rnd + 1}/{rounds}); retrying in {delay:.0f}s")
-                self._sleep(delay)
+                self._pause(delay)
         raise CapacityError(
             f"{node.name}: out of host capacity for {o.shape} in {', '.join(self._ads)} after {rounds} rounds",
             hint="try later, another region, or raise oci.capacity_rounds",
@@ -458,7 +482,7 @@ class OciProvider:
                     delay = backoff(throttled, self.settings.oci.backoff_base_s, self.settings.oci.backoff_max_s, self._rand)
                     throttled += 1
                     progress(node.name, f"throttled (429); retrying in {delay:.1f}s")
-                    self._sleep(delay)
+                    self._pause(delay)
                     continue
                 if is_out_of_capacity(exc.status, exc.message):
                     raise _OutOfCapacity() from None
@@ -477,7 +501,7 @@ class OciProvider:
                 transport += 1
                 delay = backoff(transport, self.settings.oci.backoff_base_s, self.settings.oci.backoff_max_s, self._rand)
                 progress(node.name, f"connection lost ({type(exc).__name__}); resending with the same retry token in {delay:.1f}s")
-                self._sleep(delay)
+                self._pause(delay)
 
     def _wait_running(self, inst: Any, node: Node, progress: Progress, out: _Outcome) -> NodeStatus:
         import oci
@@ -487,6 +511,8 @@ class OciProvider:
         last = [inst.lifecycle_state]
 
         def seen(_times: int, response: Any) -> None:
+            if self._abort.is_set():
+                raise _Aborted()
             state = response.data.lifecycle_state
             out.state = state
             if state != last[0]:

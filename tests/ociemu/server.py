@@ -456,7 +456,7 @@ class Emulator:
 
     def _get_image(self, id: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
         if id not in self.images:
-            raise ApiError(404, "NotAuthorizedOrNotFound", f"Authorization failed or requested resource not found")
+            raise ApiError(404, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found")
         return 200, self._image_json(id), {}
 
     def _list_image_shapes(self, id: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
