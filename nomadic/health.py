@@ -102,11 +102,11 @@ class _Unreachable(Exception):
     pass
 
 
-def _run(argv: Sequence[str]) -> proc.Result:
+def run_ssh(argv: Sequence[str]) -> proc.Result:
     return proc.run(argv, check=False, timeout=COMMAND_TIMEOUT_S)
 
 
-def check(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = _run) -> list[str]:
+def check(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = run_ssh) -> list[str]:
     """Ask one reachable server; return the problems (empty: healthy). Unreachable is a problem, not an error."""
     want = expected(nodes)
     servers = [n for n in sorted(nodes, key=lambda n: n.name) if n.role.is_server and (n.ssh_host or n.private_ip)]
@@ -139,7 +139,7 @@ def wait(
     settings: Settings,
     nodes: Sequence[NodeStatus],
     say: Callable[[str], None],
-    run: Runner = _run,
+    run: Runner = run_ssh,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     interval: float = 10.0,

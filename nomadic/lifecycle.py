@@ -118,7 +118,7 @@ def launch(
         f"then http://localhost:{outputs.NOMAD_UI_PORT} (Nomad) and http://localhost:{outputs.CONSUL_UI_PORT} (Consul)"
     )
     if wait_cluster:
-        health.wait(settings, nodes, con.say, **({"run": health_run} if health_run else {}))
+        health.wait(settings, nodes, con.say, run=health_run or health.run_ssh)
     return nodes
 
 
@@ -138,7 +138,7 @@ def status(
     con.say(f"cluster {settings.cluster.name}: {len(nodes)} nodes, {len(running)} running")
     con.say(outputs.table(nodes))
     if running:
-        found = health.check(settings, running, **({"run": health_run} if health_run else {}))
+        found = health.check(settings, running, run=health_run or health.run_ssh)
         con.say("health: ok (Consul and Nomad have a leader; every node is a member)" if not found else "health: " + "; ".join(found))
     return nodes
 

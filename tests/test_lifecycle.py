@@ -131,3 +131,39 @@ def test_launch_killed_between_requests_then_rerun_converges(emu: Emulator, tmp_
     assert names == ["nomadic-01", "nomadic-02", "nomadic-03"]
     assert [n.private_ip for n in nodes] == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
     assert "2 of 3 nodes exist; launching nomadic-03" in cap.text
+
+
+def healthy_two(argv):
+    from tests.test_health import HEALTHY
+
+    outputs = {
+        "consul_members": "\n".join(HEALTHY["consul_members"].splitlines()[:3]),
+        "consul_raft": HEALTHY["consul_raft"],
+        "nomad_servers": "\n".join(HEALTHY["nomad_servers"].splitlines()[:3]),
+        "nomad_nodes": "\n".join(HEALTHY["nomad_nodes"].splitlines()[:1] + HEALTHY["nomad_nodes"].splitlines()[2:]),
+    }
+    from nomadic import health
+
+    key = next(k for k, cmd in health.CHECKS.items() if list(argv[-len(cmd):]) == list(cmd))
+    return proc.Result(tuple(argv), 0, outputs[key], "")
+
+
+def test_launch_wait_cluster_until_healthy(emu: Emulator, tmp_path: Path) -> None:
+    settings = settings_for(emu, tmp_path, cluster={"count": 2})
+    con, cap = console()
+    lifecycle.launch(settings, None, True, provider=OciProvider(settings), console=con, health_run=healthy_two)
+    assert "cluster healthy: Consul and Nomad have a leader and all 2 nodes are members" in cap.text
+
+
+def test_launch_wait_cluster_times_out_clearly(emu: Emulator, tmp_path: Path) -> None:
+    from nomadic.errors import CloudError
+
+    settings = settings_for(emu, tmp_path, cluster={"count": 2, "wait_timeout_s": 0})
+
+    def refused(argv):
+        return proc.Result(tuple(argv), 255, "", "ssh: connect to host 127.0.1.1 port 22: Connection refused\n")
+
+    con, _ = console()
+    with pytest.raises(CloudError, match=r"cluster not healthy after 0s: no server reachable over SSH"):
+        lifecycle.launch(settings, None, True, provider=OciProvider(settings), console=con, health_run=refused)
+    assert (settings.cluster_dir / outputs.INVENTORY).exists()  # the nodes exist and the outputs say where
