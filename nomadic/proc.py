@@ -132,3 +132,71 @@ def _stop(proc: object) -> None:
 
 def stderr_stream() -> IO[str]:
     return sys.stderr
+
+
+# Background processes (local VMs, the cluster network hub). They daemonize themselves (QEMU's -daemonize, the
+# hub's --daemonize) after they have bound their ports and opened their files, so a start-up error still comes
+# back through run() with an exit code and a message, and the process outlives the task without a zombie.
+
+
+def spawn(argv: Sequence[str], pid_file: Path, *, step: str | None = None, log: Path | None = None) -> int:
+    """Start a program that daemonizes itself and writes `pid_file`; return its pid once it runs."""
+    pid_file.unlink(missing_ok=True)
+    run(argv, step=step, log=log)
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        raise CommandFailed(
+            f"{step or Path(argv[0]).name} started but wrote no pid to {pid_file}", hint=f"command: {show(argv)}"
+        ) from None
+    return pid
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv of a running process, or [] when there is none (or it is a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def is_ours(pid: int, program: str, marker: str) -> bool:
+    """Whether `pid` still runs `program` with `marker` among its arguments (guards against a reused pid)."""
+    argv = cmdline(pid)
+    return bool(argv) and any(Path(a).name.startswith(program) for a in argv[:2]) and any(
+        marker in a for a in argv[1:]
+    )
+
+
+def terminate(pid: int, program: str, marker: str, timeout: float = 30.0) -> bool:
+    """Stop `pid` if it is ours (SIGTERM, then SIGKILL after `timeout`) and wait until it is gone.
+
+    Returns False when the pid was not ours (already gone, or reused by another program): nothing was signalled.
+    """
+    import os
+    import select
+    import signal
+
+    if not is_ours(pid, program, marker):
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        # Checked again after pidfd_open: from here on the fd names exactly this process, whatever pids do.
+        if not is_ours(pid, program, marker):
+            return False
+        for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                signal.pidfd_send_signal(pidfd, sig)
+            except ProcessLookupError:
+                return True
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if poller.poll(int(wait_s * 1000)):
+                return True
+        raise CommandFailed(f"process {pid} ({program}) did not exit after SIGKILL")
+    finally:
+        os.close(pidfd)

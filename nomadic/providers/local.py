@@ -1,0 +1,471 @@
+"""The local provider: the cluster's nodes as QEMU VMs on this machine, booted from the same image with NoCloud seeds.
+
+Each node gets a copy-on-write overlay on the image, a seed ISO with its rendered user-data (unchanged), an SSH
+forward on 127.0.0.1 and a NIC on the cluster network: QEMU UDP sockets on loopback joined by nomadic.hub.
+Everything a node is lives in build/<cluster>/local/<node>/ (overlay.qcow2, seed.iso, serial.log, pid, vm.json);
+status and destroy find the VMs from those records and check /proc before they touch a pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .. import artifacts, proc, qemuargs, seediso
+from ..config import Accel, Settings, Target
+from ..errors import ConfigError, NomadicError, ProviderError
+from ..plan import Node, Plan, Role
+from .base import NodeStatus, Progress
+
+LOCAL_DIR = "local"
+VM_RECORD = "vm.json"
+HUB_RECORD = "hub.json"
+QEMU_IMG = "qemu-img"
+QCOW2_MAGIC = b"QFI\xfb"
+SERIAL_TAIL_LINES = 25
+SSH_POLL_S = 2.0  # between rounds of "does sshd answer yet" while VMs boot
+KVM_PROBE_S = 15.0  # SeaBIOS reaches its boot step in well under a second where KVM works
+RUNNING = "RUNNING"
+STOPPED = "STOPPED"  # qemu is gone; the node's files (disk, serial log) remain until destroy
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    """What launch wrote about one VM (vm.json): enough for status and destroy without asking anyone else."""
+
+    name: str
+    index: int
+    role: str
+    address: str
+    pid: int
+    ssh_port: int
+    cluster_port: int
+    hub_port: int
+    overlay: str
+    seed: str
+    serial_log: str
+    image: str
+    accel: str
+
+
+def serial_tail(path: Path, lines: int = SERIAL_TAIL_LINES) -> str:
+    """The last lines of a serial log, printable, for an error message."""
+    try:
+        data = path.read_bytes()[-16384:]
+    except OSError:
+        return "(no serial output)"
+    text = data.decode("utf-8", "replace").replace("\r", "")
+    kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    return "\n".join(kept) if kept else "(no serial output)"
+
+
+def tcp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((qemuargs.LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((qemuargs.LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def ssh_banner(port: int, timeout: float = 5.0) -> bool:
+    """Whether sshd answers through the forward (slirp accepts the connection even when the guest does not)."""
+    try:
+        with socket.create_connection((qemuargs.LOOPBACK, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def kvm_opens() -> bool:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def is_qcow2(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == QCOW2_MAGIC
+
+
+class LocalProvider:
+    """config.Provider.LOCAL: QEMU VMs under build/<cluster>/local/."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local = settings.local
+        self.root = settings.cluster_dir / LOCAL_DIR
+        self._accel: Accel | None = None
+
+    # -- records -------------------------------------------------------------------------------------------
+
+    def node_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def records(self) -> list[VmRecord]:
+        out = []
+        for path in sorted(self.root.glob(f"*/{VM_RECORD}")):
+            try:
+                out.append(VmRecord(**json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError) as exc:
+                raise ProviderError(
+                    f"{path} is unreadable ({exc})",
+                    hint="stop its qemu by hand if it still runs, then delete the folder",
+                ) from None
+        return out
+
+    def _write_record(self, record: VmRecord) -> None:
+        path = self.node_dir(record.name) / VM_RECORD
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @staticmethod
+    def running(record: VmRecord) -> bool:
+        return record.pid > 0 and proc.is_ours(record.pid, "qemu-system", record.overlay)
+
+    def _status(self, record: VmRecord) -> NodeStatus:
+        return NodeStatus(
+            name=record.name,
+            role=Role(record.role),
+            state=RUNNING if self.running(record) else STOPPED,
+            id=str(record.pid),
+            private_ip=record.address,
+            public_ip="",
+            ssh_host=qemuargs.LOOPBACK,
+            ssh_port=record.ssh_port,
+            ssh_user=self.local.ssh_user,
+        )
+
+    # -- the Provider protocol -----------------------------------------------------------------------------
+
+    def preflight(self, image: str | None) -> str:
+        """QEMU installed, image present and qcow2, kernel files present, SSH key readable; returns the image path."""
+        proc.which(self.local.qemu)
+        proc.which(QEMU_IMG)
+        path = self._image_path(image)
+        for key in ("kernel", "initrd"):
+            value = getattr(self.local, key)
+            if value and not Path(value).expanduser().is_file():
+                raise ConfigError(f"setting local.{key} = {value!r}: no such file", hint="give an existing file or leave it empty")
+        if self.local.initrd and not self.local.kernel:
+            raise ConfigError("setting local.initrd is set but local.kernel is empty", hint="set both or neither")
+        self._public_key()
+        qemuargs.user_net(self.settings.cluster.cidr)  # raises when cluster.cidr overlaps every user-mode net
+        return str(path)
+
+    def find(self) -> list[NodeStatus]:
+        return [self._status(r) for r in self.records()]
+
+    def used_addresses(self) -> set[str]:
+        # The cluster network is this cluster's own loopback segment: nothing else holds addresses on it.
+        return set()
+
+    def launch(
+        self, plan: Plan, nodes: list[Node], user_data: Mapping[str, str], image: str | None, progress: Progress
+    ) -> list[NodeStatus]:
+        base = Path(self.preflight(image))
+        if not nodes:
+            return []
+        missing = [n.name for n in nodes if n.name not in user_data]
+        if missing:
+            raise ProviderError(f"no user-data for {', '.join(missing)}", hint="render the nodes before launch")
+        existing = {r.name: r for r in self.records()}
+        for node in nodes:
+            old = existing.get(node.name)
+            if old is not None and self.running(old):
+                raise ProviderError(f"node {node.name} already runs (pid {old.pid})", hint="invoke status --provider local")
+        self._check_ports(nodes, existing)
+        accel = self._resolve_accel(progress)
+        public_key = self._public_key()
+        started: list[VmRecord] = []
+        try:
+            specs = []
+            for node in nodes:
+                shutil.rmtree(self.node_dir(node.name), ignore_errors=True)  # a terminated VM's leftovers
+                specs.append((node, self._prepare(plan, node, user_data[node.name], base, public_key, progress)))
+            keep = [r for r in existing.values() if r.name not in {n.name for n in nodes}]
+            self._ensure_hub([r.cluster_port for r in keep] + [s.cluster_port for _, s in specs])
+            for node, spec in specs:
+                record = self._start(node, spec, base, accel, progress)
+                started.append(record)
+            self._wait_booted(started, progress)
+        except BaseException as exc:
+            self._undo(started, [n for n in nodes], progress, keep_serial=isinstance(exc, NomadicError))
+            raise
+        return [self._status(r) for r in started]
+
+    def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:
+        records = {r.name: r for r in self.records()}
+        for node in nodes:
+            record = records.get(node.name)
+            if record is None:
+                progress(node.name, "no local record; nothing to stop")
+                continue
+            self._stop(record, progress)
+            shutil.rmtree(self.node_dir(record.name), ignore_errors=True)
+            progress(record.name, "destroyed")
+        if not any(self.running(r) for r in self.records()):
+            self._stop_hub()
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    def _image_path(self, image: str | None) -> Path:
+        if image:
+            path, source = Path(image).expanduser().resolve(), "--image"
+        else:
+            found = artifacts.lookup(self.settings, Target.QEMU)
+            if not found or not found.get("path"):
+                raise ConfigError(
+                    f"no qcow2 image recorded for {self.settings.build.image} in {artifacts.path(self.settings)}",
+                    hint="run 'invoke build-image --target qemu' first, or pass --image PATH",
+                )
+            path, source = Path(found["path"]).expanduser(), f"the image build-image recorded ({artifacts.path(self.settings)})"
+        if not path.is_file():
+            raise ConfigError(f"image {path} does not exist ({source})", hint="run 'invoke build-image --target qemu' or pass --image PATH")
+        if not is_qcow2(path):
+            raise ConfigError(f"image {path} is not a qcow2 file", hint="convert it: qemu-img convert -O qcow2 IN OUT")
+        return path
+
+    def _public_key(self) -> str:
+        path = self.settings.cluster.ssh_public_key.expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"setting cluster.ssh_public_key = {path}: cannot read it ({exc.strerror})",
+                hint="create a key with 'ssh-keygen -t ed25519' or point the setting at your public key",
+            ) from None
+        if not key.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ConfigError(f"setting cluster.ssh_public_key = {path} is not an OpenSSH public key", hint="use the .pub file")
+        return key
+
+    def ports(self, node: Node) -> tuple[int, int]:
+        """(SSH forward port, cluster UDP port) of a node: fixed by its index, so they survive relaunches."""
+        return self.local.ssh_port_base + node.index, self.local.cluster_port_base + node.index
+
+    @property
+    def hub_port(self) -> int:
+        return self.local.cluster_port_base
+
+    def _check_ports(self, nodes: list[Node], existing: Mapping[str, VmRecord]) -> None:
+        taken = []
+        for node in nodes:
+            ssh_port, cluster_port = self.ports(node)
+            if not tcp_port_free(ssh_port):
+                taken.append(f"TCP {ssh_port} (SSH forward of {node.name})")
+            if not udp_port_free(cluster_port):
+                taken.append(f"UDP {cluster_port} (cluster network of {node.name})")
+        if self._hub_pid() is None and not udp_port_free(self.hub_port):
+            taken.append(f"UDP {self.hub_port} (cluster network hub)")
+        if taken:
+            raise ProviderError(
+                f"port(s) on 127.0.0.1 already taken: {', '.join(taken)}",
+                hint="stop what uses them (another local cluster?) or set local.ssh_port_base / local.cluster_port_base",
+            )
+
+    def _resolve_accel(self, progress: Progress) -> Accel:
+        if self._accel is not None:
+            return self._accel
+        wanted = self.local.accel
+        if wanted is Accel.KVM and not kvm_opens():
+            raise ProviderError("local.accel = kvm but /dev/kvm cannot be opened", hint="use local.accel: tcg (slow) or auto")
+        if wanted is Accel.AUTO:
+            wanted = Accel.KVM if kvm_opens() and self._kvm_works() else Accel.TCG
+            progress("local", f"accelerator: {wanted.value}" + (" (emulation: slow boots)" if wanted is Accel.TCG else ""))
+        self._accel = wanted
+        return wanted
+
+    def _kvm_works(self) -> bool:
+        """/dev/kvm opening is not enough (nested setups can hang the guest): boot firmware under KVM and watch."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        log, pid_file = self.root / "kvm-probe.log", self.root / "kvm-probe.pid"
+        log.unlink(missing_ok=True)
+        try:
+            pid = proc.spawn(qemuargs.kvm_probe_argv(self.local.qemu, log, pid_file), pid_file, step="KVM probe")
+        except NomadicError:
+            return False
+        try:
+            deadline = time.monotonic() + KVM_PROBE_S
+            while time.monotonic() < deadline:
+                text = log.read_bytes() if log.exists() else b""
+                if b"Booting from" in text or b"No bootable device" in text:
+                    return True
+                time.sleep(0.2)
+            return False
+        finally:
+            proc.terminate(pid, "qemu-system", str(pid_file), timeout=5)
+            log.unlink(missing_ok=True)
+            pid_file.unlink(missing_ok=True)
+
+    def _prepare(
+        self, plan: Plan, node: Node, user_data: str, base: Path, public_key: str, progress: Progress
+    ) -> qemuargs.VmSpec:
+        d = self.node_dir(node.name)
+        d.mkdir(parents=True, mode=0o700)
+        ssh_port, cluster_port = self.ports(node)
+        user_mac, cluster_mac = qemuargs.macs(plan.cluster, node.index)
+        prefix = plan.cidr.split("/")[1]
+        spec = qemuargs.VmSpec(
+            name=node.name,
+            overlay=d / "overlay.qcow2",
+            seed=d / "seed.iso",
+            serial_log=d / "serial.log",
+            pid_file=d / "pid",
+            ssh_port=ssh_port,
+            cluster_port=cluster_port,
+            hub_port=self.hub_port,
+            user_mac=user_mac,
+            cluster_mac=cluster_mac,
+            user_net=qemuargs.user_net(plan.cidr),
+        )
+        proc.run(qemuargs.overlay_argv(QEMU_IMG, base, spec.overlay), step=f"{node.name}: overlay")
+        seediso.write(
+            spec.seed,
+            seediso.Seed(
+                hostname=node.hostname,
+                instance_id=seediso.instance_id(plan.cluster, node.name, user_data),
+                user_data=user_data,
+                cluster_mac=cluster_mac,
+                cluster_address=f"{node.address}/{prefix}",
+                user_mac=user_mac,
+                public_keys=(public_key,),
+            ),
+        )
+        progress(node.name, f"overlay and seed written ({d})")
+        return spec
+
+    def _start(self, node: Node, spec: qemuargs.VmSpec, base: Path, accel: Accel, progress: Progress) -> VmRecord:
+        kernel = Path(self.local.kernel).expanduser() if self.local.kernel else None
+        initrd = Path(self.local.initrd).expanduser() if self.local.initrd else None
+        argv = qemuargs.vm_argv(self.local, accel, spec, kernel=kernel, initrd=initrd, append=self.local.append)
+        record = VmRecord(
+            name=node.name, index=node.index, role=node.role.value, address=node.address, pid=0,
+            ssh_port=spec.ssh_port, cluster_port=spec.cluster_port, hub_port=spec.hub_port,
+            overlay=str(spec.overlay), seed=str(spec.seed), serial_log=str(spec.serial_log),
+            image=str(base), accel=accel.value,
+        )
+        self._write_record(record)  # before the start: a VM that starts is always findable
+        pid = proc.spawn(argv, spec.pid_file, step=f"{node.name}: qemu")
+        record = VmRecord(**{**asdict(record), "pid": pid})
+        self._write_record(record)
+        progress(node.name, f"booting (pid {pid}, {accel.value}, ssh 127.0.0.1:{spec.ssh_port}, {node.address})")
+        return record
+
+    def _wait_booted(self, records: list[VmRecord], progress: Progress) -> None:
+        """Until every VM's sshd answers through its forward; a VM that exits or stays silent is an error."""
+        start = time.monotonic()
+        deadline = start + self.local.boot_timeout_s
+        pending = list(records)
+        while pending:
+            for record in list(pending):
+                if not self.running(record):
+                    raise ProviderError(
+                        f"node {record.name}: qemu exited during boot; last lines of its serial log:\n"
+                        + serial_tail(Path(record.serial_log)),
+                        hint=f"full log: {self._kept_serial(record)}",
+                    )
+                if ssh_banner(record.ssh_port):
+                    pending.remove(record)
+                    progress(record.name, f"sshd answers after {time.monotonic() - start:.0f}s")
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(r.name for r in pending)
+                raise ProviderError(
+                    f"{names}: no SSH answer within local.boot_timeout_s = {self.local.boot_timeout_s:.0f}s; "
+                    f"last lines of {pending[0].name}'s serial log:\n" + serial_tail(Path(pending[0].serial_log)),
+                    hint=f"full log: {self._kept_serial(pending[0])}; raise local.boot_timeout_s under TCG",
+                )
+            if pending:
+                time.sleep(SSH_POLL_S)
+
+    def _kept_serial(self, record: VmRecord) -> Path:
+        """Where a failed node's serial log survives the clean-up of its folder."""
+        return self.root / "failed" / f"{record.name}.serial.log"
+
+    def _undo(self, started: list[VmRecord], nodes: list[Node], progress: Progress, keep_serial: bool) -> None:
+        """Nothing half-created: stop the VMs this launch started and remove their folders (serial logs kept)."""
+        for record in started:
+            try:
+                self._stop(record, progress)
+            except NomadicError as exc:
+                print(f"warning: {exc}", file=sys.stderr)
+        for node in nodes:
+            d = self.node_dir(node.name)
+            serial = d / "serial.log"
+            if keep_serial and serial.exists():
+                kept = self.root / "failed" / f"{node.name}.serial.log"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(serial, kept)
+            shutil.rmtree(d, ignore_errors=True)
+        if not any(self.running(r) for r in self.records()):
+            self._stop_hub()
+
+    def _stop(self, record: VmRecord, progress: Progress) -> None:
+        if record.pid <= 0 or not self.running(record):
+            progress(record.name, "not running")
+            return
+        progress(record.name, f"stopping qemu (pid {record.pid})")
+        proc.terminate(record.pid, "qemu-system", record.overlay)
+
+    # -- the cluster network hub ---------------------------------------------------------------------------
+
+    def _hub_files(self) -> tuple[Path, Path]:
+        return self.root / "hub.pid", self.root / HUB_RECORD
+
+    def _hub_pid(self) -> int | None:
+        pid_file, record = self._hub_files()
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            pid = int(data["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if proc.is_ours(pid, "python", str(pid_file)) else None
+
+    def _ensure_hub(self, peers: list[int]) -> None:
+        """One hub per local cluster, repeating frames between exactly these ports (restarted when they change)."""
+        pid_file, record = self._hub_files()
+        peers = sorted(set(peers))
+        pid = self._hub_pid()
+        if pid is not None:
+            try:
+                if json.loads(record.read_text(encoding="utf-8")).get("peers") == peers:
+                    return
+            except (OSError, ValueError):
+                pass
+            proc.terminate(pid, "python", str(pid_file))
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "nomadic.hub", "--port", str(self.hub_port), "--pid-file", str(pid_file), "--daemonize"]
+        for port in peers:
+            argv += ["--peer", str(port)]
+        pid = proc.spawn(argv, pid_file, step="cluster network hub")
+        record.write_text(json.dumps({"pid": pid, "port": self.hub_port, "peers": peers}) + "\n", encoding="utf-8")
+
+    def _stop_hub(self) -> None:
+        pid_file, record = self._hub_files()
+        pid = self._hub_pid()
+        if pid is not None:
+            proc.terminate(pid, "python", str(pid_file))
+        record.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
+
