@@ -100,6 +100,10 @@ class LocalSettings:
     cluster_port_base: int = 40000
     ssh_user: str = "almalinux"
     boot_timeout_s: float = 900.0
+    # Direct kernel boot (images without a boot loader, e.g. the VM tests' image); empty: boot from the disk.
+    kernel: str = ""
+    initrd: str = ""
+    append: str = ""
 
 
 @dataclass(frozen=True)
