@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -306,8 +307,44 @@ def cloud_init_version() -> str:
     return words[-1] if words else ""
 
 
+# firewalld's own zone parser (Debian: python3-firewall), run by the system Python it is installed for.
+SYSTEM_PYTHON = "/usr/bin/python3"
+_ZONE_READER = (
+    "import sys\n"
+    "from firewall.core.io.zone import zone_reader\n"
+    "zone = zone_reader(sys.argv[2], sys.argv[1])\n"
+    "print(zone.name, len(zone.sources), len(zone.services), len(zone.ports))\n"
+)
+
+
+def firewalld_zone_check(user_data: str, name: str) -> Check:
+    """The firewalld zone the user-data writes, parsed and checked by firewalld's own reader."""
+    from .nodeconfig import ZONE_FILE
+
+    try:
+        files = {f.get("path"): f for f in (yaml.safe_load(user_data) or {}).get("write_files", [])}
+    except (yaml.YAMLError, AttributeError):
+        return Check(name, False, "user-data is not a cloud-config mapping")
+    if ZONE_FILE not in files:
+        return Check(name, False, f"user-data writes no {ZONE_FILE}")
+    if not Path(SYSTEM_PYTHON).exists():
+        detail = f"{SYSTEM_PYTHON} not found (apt-get install python3-firewall)"
+        return Check(name, False, detail) if _in_ci() else Check(name, True, detail, skipped=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        zone_name = Path(ZONE_FILE).name
+        (Path(tmp) / zone_name).write_text(str(files[ZONE_FILE].get("content", "")), encoding="utf-8")
+        result = proc.run([SYSTEM_PYTHON, "-c", _ZONE_READER, tmp, zone_name], check=False, timeout=60)
+    if result.exit_code == 0:
+        return Check(name, True)
+    lines = result.stderr.strip().splitlines()
+    if any("No module named 'firewall'" in line for line in lines):
+        detail = "firewalld's python module is not installed (apt-get install python3-firewall)"
+        return Check(name, False, detail) if _in_ci() else Check(name, True, detail, skipped=True)
+    return Check(name, False, lines[-1] if lines else f"exit code {result.exit_code}")
+
+
 def validate_written(nodes_dir: Path) -> list[Check]:
-    """Per node: user-data against both cloud-init schemas, both HCL files parse; then the cluster checks."""
+    """Per node: user-data against both cloud-init schemas, its firewalld zone, both HCL files; then the cluster."""
     if not nodes_dir.is_dir():
         raise ConfigError(f"{nodes_dir} does not exist", hint="run `invoke render` first")
     checks: list[Check] = []
@@ -315,9 +352,11 @@ def validate_written(nodes_dir: Path) -> list[Check]:
     for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
         node = node_dir.name
         user_data = node_dir / "user-data"
-        errors = schema_errors_24_4(user_data.read_text(encoding="utf-8"))
+        text = user_data.read_text(encoding="utf-8")
+        errors = schema_errors_24_4(text)
         checks.append(Check(f"{node}/user-data: cloud-init 24.4 schema", not errors, "; ".join(errors)))
         checks.append(cloud_init_schema_check(user_data, f"{node}/user-data: cloud-init {installed} schema"))
+        checks.append(firewalld_zone_check(text, f"{node}/user-data: firewalld zone"))
         for kind in ("consul", "nomad"):
             path = node_dir / f"{kind}.hcl"
             try:

@@ -174,7 +174,7 @@ def test_validate_prints_one_line_per_check(tmp_path: Path, capsys, image_templa
     commands.validate(s)
     out = capsys.readouterr().out
     check_lines = [line for line in out.splitlines() if line.split(" ", 1)[0] in {"ok", "FAIL", "skip"}]
-    assert len(check_lines) == 3 * 4 + len(clustercheck.check_cluster(node_set(tmp_path, 3)))
+    assert len(check_lines) == 3 * 5 + len(clustercheck.check_cluster(node_set(tmp_path, 3)))
     assert any("cloud-init 24.4 schema" in line for line in check_lines)
     assert not any(line.startswith("FAIL") for line in check_lines)
     assert image_templates == ["render_templates", "validate_templates"]

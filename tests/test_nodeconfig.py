@@ -246,6 +246,28 @@ def test_installed_cloud_init_schema_check_catches_mistakes(tmp_path: Path):
     assert not check.ok and "permissions" in check.detail
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("count", (1, 7))
+def test_firewalld_accepts_the_zone(tmp_path: Path, count: int):
+    """firewalld's own zone reader (python3-firewall) parses every node's zone without error."""
+    for name, files in rendered(tmp_path, count)[2].items():
+        check = clustercheck.firewalld_zone_check(files.user_data, name)
+        if check.skipped:
+            pytest.skip(check.detail)  # never in CI: there the check itself fails
+        assert check.ok, check.line()
+
+
+@pytest.mark.integration
+def test_firewalld_zone_check_catches_a_bad_zone(tmp_path: Path):
+    user_data = rendered(tmp_path, 1)[2]["nomadic-01"].user_data
+    broken = user_data.replace('port="20000-32000"', 'port="20000-99999"')
+    check = clustercheck.firewalld_zone_check(broken, "broken")
+    if check.skipped:
+        pytest.skip(check.detail)
+    assert not check.ok and "20000-99999" in check.detail
+    assert not clustercheck.firewalld_zone_check("#cloud-config\nhostname: x\n", "none").ok
+
+
 # --- OCI metadata size -------------------------------------------------------------------------------------
 
 
