@@ -43,9 +43,10 @@ def render(settings: Settings) -> None:
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(plan_table(plan))
+    nodes, servers = len(plan.nodes), plan.bootstrap_expect
     print(
-        f"{len(plan.nodes)} nodes, {plan.bootstrap_expect} servers (bootstrap_expect), "
-        f"datacenter {plan.datacenter}, network {plan.cidr}"
+        f"{nodes} node{'s' if nodes != 1 else ''}, {servers} server{'s' if servers != 1 else ''} "
+        f"(bootstrap_expect {servers}), datacenter {plan.datacenter}, network {plan.cidr}"
     )
     print(f"node files: {nodes_dir}")
 
