@@ -15,14 +15,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def require_tool(name: str) -> str:
-    """Path of a tool the test drives; skip locally when absent, fail in CI (env CI=true)."""
-    found = shutil.which(name) or shutil.which(name, path=str(ROOT / ".venv" / "bin"))
-    if found:
-        return found
+def missing(what: str) -> None:
+    """Something a test needs is not installed: skip locally, fail in CI (env CI=true)."""
     if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI (bin/setup --test installs it)")
-    pytest.skip(f"{name} not installed")
+        pytest.fail(f"{what} is required in CI (bin/setup --test installs it)")
+    pytest.skip(f"{what} not installed")
+
+
+def require_tool(name: str) -> str:
+    """Path of a tool the test drives; skip locally when absent, fail in CI."""
+    found = shutil.which(name) or shutil.which(name, path=str(ROOT / ".venv" / "bin"))
+    if not found:
+        missing(name)
+    return str(found)
 
 
 def make_oci_config(directory: Path, profile: str = "DEFAULT", pkcs1: bool = True) -> Path:
