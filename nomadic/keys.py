@@ -71,7 +71,7 @@ def _private_dir(path: Path) -> None:
 
 def _write_new(path: Path, keys: GossipKeys) -> bool:
     """Create `path` with mode 0600 if it does not exist yet; False when another run made it first."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
