@@ -238,3 +238,28 @@ def test_invoke_render_bad_input_is_one_line_and_writes_nothing(args, fragment):
     assert "Traceback" not in result.stderr + result.stdout
     assert not (ROOT / "build" / cluster).exists()
     assert not (ROOT / "secrets" / cluster).exists()
+
+
+@pytest.mark.integration
+def test_invoke_render_prints_the_plan_table():
+    cluster = "e2e-render-ok"
+    try:
+        result = invoke("render", "--count", "3", "--servers", "1", "--cluster", cluster)
+        assert result.returncode == 0, result.stderr
+        rows = [line.split() for line in result.stdout.splitlines()]
+        assert ["NODE", "ROLE", "ADDRESS", "HOSTNAME"] in rows
+        assert [f"{cluster}-01", "both", "10.0.0.2", f"{cluster}-01"] in rows
+        assert [f"{cluster}-03", "client", "10.0.0.4", f"{cluster}-03"] in rows
+        assert sorted(p.name for p in (ROOT / "build" / cluster / "nodes").iterdir()) == [
+            f"{cluster}-0{i}" for i in (1, 2, 3)
+        ]
+        stored = keys.load(ROOT / "secrets" / cluster / keys.KEY_FILE)
+        assert stored.consul not in result.stdout + result.stderr
+    finally:
+        shutil.rmtree(ROOT / "build" / cluster, ignore_errors=True)
+        shutil.rmtree(ROOT / "secrets" / cluster, ignore_errors=True)
+        for folder in (ROOT / "secrets", ROOT / "build"):
+            try:
+                folder.rmdir()  # only when this test made it and nothing else is there
+            except OSError:
+                pass
