@@ -126,15 +126,15 @@ class _Reader:
         return tuple(out)
 
 
-def path_for(name: str, images_dir: Path = IMAGES_DIR) -> Path:
-    return images_dir / f"{name}.yaml"
+def path_for(name: str, images_dir: Path | None = None) -> Path:
+    return (images_dir or IMAGES_DIR) / f"{name}.yaml"
 
 
-def available(images_dir: Path = IMAGES_DIR) -> list[str]:
-    return sorted(p.stem for p in images_dir.glob("*.yaml"))
+def available(images_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (images_dir or IMAGES_DIR).glob("*.yaml"))
 
 
-def load(name: str, images_dir: Path = IMAGES_DIR) -> ImageDef:
+def load(name: str, images_dir: Path | None = None) -> ImageDef:
     """Read and check images/<name>.yaml; any problem is a ConfigError naming the file and the key."""
     if not NAME_RE.match(name):
         raise ConfigError(
