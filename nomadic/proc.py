@@ -81,6 +81,9 @@ def run(
         "_ok_code": list(range(256)),
         "_timeout": timeout,
         "_return_cmd": True,
+        # Its own process group: on Ctrl-C, _stop signals the child's group only (never ourselves, which would
+        # turn our clean Interrupted into a second KeyboardInterrupt) and the child can clean up once.
+        "_new_group": True,
     }
     if env is not None:
         kwargs["_env"] = dict(env)
