@@ -1,0 +1,182 @@
+"""Checks of a booted image, each a plain function over a `run(command) -> result` callable; [] means it holds.
+
+`run` executes one shell command as root on the host (over SSH for verify-image; tests may pass anything with
+`exit_code` and `stdout`). The checks read imagefacts, so they apply to any host built to the same facts, e.g.
+the Debian test VMs of the local provider (binaries/versions and SELinux are AlmaLinux-only; see APPLICABLE_ANYWHERE).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Callable, Protocol
+
+from . import imagefacts as facts
+from .imagedef import Versions
+
+BUILD_INSTANCE_ID = "nomadic-build"  # the qemu build's NoCloud instance-id (packer.BUILD_INSTANCE_ID)
+# The RPMs' default configs start with this line; a node's real config (from cloud-init) does not.
+RPM_DEFAULT_MARKER = "Full configuration options can be found at"
+
+
+class Result(Protocol):
+    exit_code: int
+    stdout: str
+
+
+Run = Callable[[str], Result]
+
+
+def _out(run: Run, command: str) -> tuple[int, str]:
+    r = run(command)
+    return r.exit_code, r.stdout.strip()
+
+
+def _stat(run: Run, path: str) -> str | None:
+    code, out = _out(run, f"stat -c '%U %G %a %F' {shlex.quote(path)}")
+    if code != 0:
+        return None
+    owner, group, mode, *kind = out.split()
+    return f"{owner} {group} {int(mode, 8):04o} {' '.join(kind)}"
+
+
+def _active(run: Run, unit: str) -> bool:
+    return _out(run, f"systemctl is-active {unit}")[1] == "active"
+
+
+def binaries(run: Run, versions: Versions | None = None) -> list[str]:
+    """nomad, consul and docker are installed (at the pinned versions when given)."""
+    problems = []
+    checks = [
+        (facts.NOMAD_BIN, "version", f"Nomad v{versions.nomad}" if versions else "Nomad v"),
+        (facts.CONSUL_BIN, "version", f"Consul v{versions.consul}" if versions else "Consul v"),
+        (facts.DOCKER_BIN, "--version", f"Docker version {versions.docker_ce}" if versions else "Docker version"),
+    ]
+    for path, arg, want in checks:
+        code, out = _out(run, f"{path} {arg}")
+        if code != 0:
+            problems.append(f"{path} {arg} failed (exit {code})")
+        elif want not in out:
+            problems.append(f"{path} {arg} says {out.splitlines()[0] if out else 'nothing'!r}, expected {want!r}")
+    return problems
+
+
+def units(run: Run) -> list[str]:
+    """Our units are the ones systemd loads, enabled; consul and nomad not started unless configured."""
+    problems = []
+    for unit in facts.ENABLED_UNITS:
+        state = _out(run, f"systemctl is-enabled {unit}")[1]
+        if state != "enabled":
+            problems.append(f"{unit} is {state or 'unknown'}, expected enabled")
+    for unit, path in ((facts.CONSUL_UNIT, facts.CONSUL_UNIT), (facts.NOMAD_UNIT, facts.NOMAD_UNIT)):
+        name = path.rsplit("/", 1)[-1]
+        fragment = _out(run, f"systemctl show -p FragmentPath --value {name}")[1]
+        if fragment != path:
+            problems.append(f"{name} is loaded from {fragment or 'nowhere'}, expected {path}")
+    if _out(run, "systemctl show -p User --value consul.service")[1] != facts.CONSUL_USER:
+        problems.append(f"consul.service does not run as {facts.CONSUL_USER}")
+    if _out(run, "systemctl show -p OOMScoreAdjust --value nomad.service")[1] != "-1000":
+        problems.append("nomad.service lacks OOMScoreAdjust=-1000")
+    for unit, config in (("consul.service", facts.CONSUL_CONFIG_FILE), ("nomad.service", facts.NOMAD_CONFIG_FILE)):
+        configured = _out(run, f"test -s {config}")[0] == 0
+        if not configured and _active(run, unit):
+            problems.append(f"{unit} is running without {config}: it must wait for cloud-init")
+    return problems
+
+
+def directories(run: Run) -> list[str]:
+    """Config dirs and (recreated at boot) data dirs with their owners and modes; data empty until an agent runs."""
+    problems = []
+    for fact in (*facts.CONFIG_DIRS, *facts.DATA_DIRS):
+        got = _stat(run, fact.path)
+        want = f"{fact.owner} {fact.group} {fact.mode_text} directory"
+        if got != want:
+            problems.append(f"{fact.path} is {got or 'missing'}, expected {want}")
+    for fact, unit in ((facts.CONSUL_DATA_DIR, "consul.service"), (facts.NOMAD_DATA_DIR, "nomad.service")):
+        if not _active(run, unit):
+            listing = _out(run, f"ls -A {fact.path}")[1]
+            if listing:
+                problems.append(f"{fact.path} holds {listing.split()} although {unit} never ran: baked state")
+    for path in facts.PACKAGE_DEFAULT_CONFIGS:
+        if _out(run, f"grep -qs {shlex.quote(RPM_DEFAULT_MARKER)} {path}")[0] == 0:
+            problems.append(f"{path} is the package's default config")
+    return problems
+
+
+def no_identity(run: Run, build_public_key: str | None = None) -> list[str]:
+    """Nothing of the build VM's identity survived: this boot made its own machine-id, host keys, instance."""
+    problems = []
+    code, mid = _out(run, f"cat {facts.MACHINE_ID}")
+    if code != 0 or not re.fullmatch(r"[0-9a-f]{32}", mid):
+        problems.append(f"{facts.MACHINE_ID} holds {mid!r}, not a generated ID")
+    instances = _out(run, "ls -A /var/lib/cloud/instances")[1].split()
+    if BUILD_INSTANCE_ID in instances:
+        problems.append("cloud-init state of the build instance is still there")
+    if len(instances) != 1:
+        problems.append(f"/var/lib/cloud/instances holds {instances}, expected exactly this instance")
+    else:
+        since = _out(run, f"stat -c %Y /var/lib/cloud/instances/{instances[0]}")[1]
+        for line in _out(run, "stat -c '%Y %n' /etc/ssh/ssh_host_*_key")[1].splitlines():
+            mtime, name = line.split(" ", 1)
+            if since.isdigit() and int(mtime) < int(since) - 5:
+                problems.append(f"{name} is older than this instance: baked into the image")
+    if build_public_key:
+        key = build_public_key.split()[1]
+        code, out = _out(run, f"grep -ls {shlex.quote(key)} /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys")
+        if code == 0 and out:
+            problems.append(f"the build's login key is still authorized in {out.split()}")
+    return problems
+
+
+def selinux(run: Run) -> list[str]:
+    mode = _out(run, "getenforce")[1]
+    return [] if mode == "Enforcing" else [f"SELinux is {mode or 'unknown'}, expected Enforcing"]
+
+
+def swap(run: Run, size_mb: int | None = None) -> list[str]:
+    if size_mb == 0:
+        return []
+    out = _out(run, "swapon --show=NAME,SIZE --bytes --noheadings")[1]
+    sizes = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+    if facts.SWAP_FILE not in sizes:
+        return [f"{facts.SWAP_FILE} is not in use as swap (active: {list(sizes) or 'none'})"]
+    if size_mb and int(sizes[facts.SWAP_FILE]) < (size_mb - 1) * 1024 * 1024:
+        return [f"{facts.SWAP_FILE} is {int(sizes[facts.SWAP_FILE]) >> 20} MiB, expected {size_mb}"]
+    return []
+
+
+def firewalld_services(run: Run) -> list[str]:
+    problems = []
+    for name, ports in facts.FIREWALLD_SERVICES.items():
+        code, out = _out(run, f"firewall-cmd --permanent --info-service={name} || firewall-offline-cmd --info-service={name}")
+        got = set()
+        for line in out.splitlines():
+            if line.strip().startswith("ports:"):
+                got = set(line.split(":", 1)[1].split())
+        want = {f"{p.port}/{p.protocol}" for p in ports}
+        if code != 0 or got != want:
+            problems.append(f"firewalld service {name} has ports {sorted(got)}, expected {sorted(want)}")
+    return problems
+
+
+def sysctls(run: Run) -> list[str]:
+    problems = []
+    for key, want in facts.SYSCTLS.items():
+        got = " ".join(_out(run, f"sysctl -n {key}")[1].split())
+        if got != want:
+            problems.append(f"sysctl {key} = {got or 'unset'}, expected {want}")
+    return problems
+
+
+ALL: dict[str, Callable[..., list[str]]] = {
+    "binaries": binaries,
+    "units": units,
+    "directories": directories,
+    "no_identity": no_identity,
+    "selinux": selinux,
+    "swap": swap,
+    "firewalld_services": firewalld_services,
+    "sysctls": sysctls,
+}
+# Checks that hold on any host built to imagefacts, not only on the AlmaLinux image (e.g. Debian test VMs).
+APPLICABLE_ANYWHERE = ("directories", "no_identity", "firewalld_services")
