@@ -26,7 +26,7 @@ def build_dir(settings: Settings, image: str | None = None) -> Path:
 
 
 def _say(text: str) -> None:
-    print(f"build-image: {text}", file=sys.stderr, flush=True)
+    print(f"image: {text}", file=sys.stderr, flush=True)
 
 
 # ---- environment probes --------------------------------------------------------------------------------------

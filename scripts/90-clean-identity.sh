@@ -32,7 +32,7 @@ rm -f "$R"/etc/ssh/ssh_host_*
 # The key Packer logged in with (the build user's) and root's: cloud-init installs each node's own.
 build_user="${BUILD_USER:-${SUDO_USER:-}}"
 if [[ -n $build_user && $build_user != root ]]; then
-  home=$(getent passwd "$build_user" | cut -d: -f6)
+  home=$(getent passwd "$build_user" | cut -d: -f6 || true)
   if [[ -n $home ]]; then
     rm -f "$R$home/.ssh/authorized_keys" "$R$home/.bash_history"
   fi
