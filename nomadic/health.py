@@ -106,12 +106,41 @@ def run_ssh(argv: Sequence[str]) -> proc.Result:
     return proc.run(argv, check=False, timeout=COMMAND_TIMEOUT_S)
 
 
+def node_health(want: Expected, outputs: Mapping[str, str]) -> dict[str, str]:
+    """Per node: "ok", or what its agents lack (consul member, nomad server, nomad client)."""
+    members = {r.get("Node", ""): r.get("Status", "") for r in table(outputs.get("consul_members", ""))}
+    servers = {r.get("Name", "").split(".")[0]: r.get("Status", "") for r in table(outputs.get("nomad_servers", ""))}
+    clients = {r.get("Name", ""): r.get("Status", "") for r in table(outputs.get("nomad_nodes", ""))}
+    result = {}
+    for name in want.every:
+        issues = []
+        if members.get(name) != "alive":
+            issues.append(f"consul {members.get(name) or 'absent'}")
+        if name in want.servers and servers.get(name) != "alive":
+            issues.append(f"nomad server {servers.get(name) or 'absent'}")
+        if name in want.clients and clients.get(name) != "ready":
+            issues.append(f"nomad client {clients.get(name) or 'absent'}")
+        result[name] = ", ".join(issues) or "ok"
+    return result
+
+
+@dataclass(frozen=True)
+class Report:
+    problems: list[str]  # empty: healthy
+    nodes: dict[str, str]  # node -> "ok" or what is wrong; empty when no server answered
+
+
 def check(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = run_ssh) -> list[str]:
     """Ask one reachable server; return the problems (empty: healthy). Unreachable is a problem, not an error."""
+    return inspect(settings, nodes, run).problems
+
+
+def inspect(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = run_ssh) -> Report:
+    """Like check, with a verdict per node as well."""
     want = expected(nodes)
     servers = [n for n in sorted(nodes, key=lambda n: n.name) if n.role.is_server and (n.ssh_host or n.private_ip)]
     if not servers:
-        return ["no server node with an address to ask"]
+        return Report(["no server node with an address to ask"], {})
     key = settings.cluster.ssh_private_key.expanduser()
     known_hosts = settings.cluster_dir / "known_hosts"
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +160,8 @@ def check(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = run_ssh
         except NomadicError as exc:  # ssh missing, or timed out
             unreachable.append(f"{server.name}: {exc.message}")
             continue
-        return problems(want, outputs)
-    return [f"no server reachable over SSH ({'; '.join(unreachable)})"]
+        return Report(problems(want, outputs), node_health(want, outputs))
+    return Report([f"no server reachable over SSH ({'; '.join(unreachable)})"], {})
 
 
 def wait(

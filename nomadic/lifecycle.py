@@ -136,10 +136,15 @@ def status(
         return nodes
     running = [n for n in nodes if n.state.upper() == "RUNNING"]
     con.say(f"cluster {settings.cluster.name}: {len(nodes)} nodes, {len(running)} running")
-    con.say(outputs.table(nodes))
-    if running:
-        found = health.check(settings, running, run=health_run or health.run_ssh)
-        con.say("health: ok (Consul and Nomad have a leader; every node is a member)" if not found else "health: " + "; ".join(found))
+    if not running:
+        con.say(outputs.table(nodes))
+        return nodes
+    report = health.inspect(settings, running, run=health_run or health.run_ssh)
+    con.say(outputs.table(nodes, health=report.nodes or None))
+    if report.problems:
+        con.say("health: " + "; ".join(report.problems))
+    else:
+        con.say("health: ok (Consul and Nomad have a leader; every node is a member)")
     return nodes
 
 

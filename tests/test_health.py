@@ -148,3 +148,18 @@ def test_check_through_the_real_ssh_reports_unreachable(tmp_path: Path) -> None:
     node = NodeStatus("nomadic-01", Role.BOTH, "RUNNING", "id", "10.0.0.2", "", "127.0.0.1", 9, "opc")
     found = health.check(settings, [node])
     assert len(found) == 1 and found[0].startswith("no server reachable over SSH (nomadic-01:")
+
+
+def test_node_health_names_each_nodes_gap() -> None:
+    outputs = dict(HEALTHY)
+    outputs["nomad_nodes"] = outputs["nomad_nodes"].replace("eligible     ready", "eligible     down ", 1)
+    outputs["consul_members"] = "\n".join(CONSUL_MEMBERS.splitlines()[:3])
+    verdict = health.node_health(health.expected(nodes()), outputs)
+    assert verdict == {"nomadic-01": "ok", "nomadic-02": "ok", "nomadic-03": "consul absent, nomad client down"}
+
+
+def test_inspect_reports_per_node(tmp_path: Path) -> None:
+    settings = config.load({}, tmp_path)
+    run, _ = fake_ssh(HEALTHY)
+    report = health.inspect(settings, nodes(), run=run)
+    assert report.problems == [] and set(report.nodes.values()) == {"ok"}

@@ -167,3 +167,12 @@ def test_launch_wait_cluster_times_out_clearly(emu: Emulator, tmp_path: Path) ->
     with pytest.raises(CloudError, match=r"cluster not healthy after 0s: no server reachable over SSH"):
         lifecycle.launch(settings, None, True, provider=OciProvider(settings), console=con, health_run=refused)
     assert (settings.cluster_dir / outputs.INVENTORY).exists()  # the nodes exist and the outputs say where
+
+
+def test_status_shows_health_per_node(emu: Emulator, tmp_path: Path) -> None:
+    settings = launched(emu, tmp_path, count=2)
+    con, cap = console()
+    lifecycle.status(settings, provider=OciProvider(settings), console=con, health_run=healthy_two)
+    header, *rows = [ln for ln in cap.text.splitlines() if ln.startswith(("NAME", "nomadic-0"))]
+    assert header.split()[3] == "HEALTH" and all(r.split()[3] == "ok" for r in rows) and len(rows) == 2
+    assert "health: ok" in cap.text
