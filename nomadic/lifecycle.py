@@ -8,7 +8,7 @@ from typing import IO, Callable, Sequence
 
 from . import health, outputs
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, NomadicError
 from .plan import Plan, make_plan, server_count
 from .providers import get as get_provider
 from .providers.base import GONE_STATES, NodeStatus, Provider
@@ -48,6 +48,17 @@ def plan_launch(settings: Settings, provider: Provider) -> tuple[Plan, dict[str,
     used = provider.used_addresses()
     plan = make_plan(settings.cluster, used, {name: n.private_ip for name, n in existing.items() if n.private_ip})
     return plan, existing, found
+
+
+def _write_what_exists(settings: Settings, provider: Provider, con: Console) -> None:
+    """After a failed launch, still leave outputs for the nodes that do exist (best effort)."""
+    try:
+        nodes = _alive(provider.find())
+    except NomadicError:
+        return
+    if nodes:
+        paths = outputs.write(settings, nodes)
+        con.say(f"wrote {', '.join(str(p) for p in paths)} for the {len(nodes)} nodes that exist")
 
 
 def launch(
@@ -101,8 +112,11 @@ def launch(
         )
         try:
             launched = prov.launch(plan, missing, user_data, image, con.node)
-        finally:
+        except NomadicError:
             say_notes()
+            _write_what_exists(settings, prov, con)
+            raise
+        say_notes()
     else:
         con.say(f"cluster {plan.cluster}: all {len(plan.nodes)} nodes exist; nothing to launch")
     by_name = {n.id: n for n in found}

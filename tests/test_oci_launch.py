@@ -191,6 +191,8 @@ def test_service_limit_exceeded_names_the_limit_and_stops(emu: Emulator, tmp_pat
     assert "1 of 3 new nodes running" in message
     assert len(emu.live("nomadic")) == 1
     assert "not created" in cap.text and "exists: RUNNING" in cap.text
+    inventory = (settings.cluster_dir / "inventory.ini").read_text()  # outputs name what does exist
+    assert inventory.count("ansible_host=") == 2  # the one node, in servers and clients
 
 
 def test_other_error_stops_launching_and_reports_per_node(emu: Emulator, tmp_path: Path) -> None:

@@ -407,6 +407,8 @@ class OciProvider:
             return [outcomes[n.name].status for n in nodes]  # type: ignore[misc]
         self._report(outcomes, progress)
         errors = [o.error for o in outcomes.values() if o.error is not None]
+        if not errors:
+            raise CloudError(f"launch stopped with {len(failed)} of {len(nodes)} nodes not running")
         first = next((e for e in errors if isinstance(e, LimitExceeded)), None) or next(
             (e for e in errors if not isinstance(e, CapacityError)), None
         ) or errors[0]
@@ -446,7 +448,8 @@ class OciProvider:
                         raise _Aborted()
                     details = self._details(node, metadata, image, ad, fd)
                     try:
-                        inst = self._launch_call(launcher, details, retry_token(self.settings.cluster.name, node.name, attempt), node, progress)
+                        token = retry_token(self.settings.cluster.name, node.name, attempt)
+                        inst = self._launch_call(launcher, details, token, node, progress)
                     except _OutOfCapacity:
                         attempt += 1
                         progress(node.name, f"out of host capacity in {where}")
