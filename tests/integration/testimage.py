@@ -8,6 +8,7 @@ started them and in which order. Run as a script to build it by hand: `python -m
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -83,9 +84,9 @@ BANNER = "test image for the VM tests (tests/integration/testimage.py)"
 CLOUD_CFG = """\
 # Only the NoCloud seed exists in these VMs; skip probing cloud metadata services.
 datasource_list: [NoCloud, None]
-# Debian's minimal system has no `locales` (update-locale, locale-gen) and AlmaLinux sets its locale itself:
-# the locale module would only fail here.
-locale: false
+# Debian's minimal system has no `locales` (update-locale, locale-gen): keep the C.UTF-8 the image already has
+# (/etc/default/locale), which cloud-init's locale module then leaves alone.
+locale: C.UTF-8
 """
 
 
@@ -114,6 +115,7 @@ def files() -> dict[str, tuple[str, int, str]]:
         imagefacts.NOMAD_UNIT.lstrip("/"): (standin_unit("nomad", "root"), 0o644, "root:root"),
         imagefacts.TMPFILES_CONF.lstrip("/"): (tmpfiles(), 0o644, "root:root"),
         "etc/cloud/cloud.cfg.d/90-testimage.cfg": (CLOUD_CFG, 0o644, "root:root"),
+        "etc/default/locale": ("LANG=C.UTF-8\n", 0o644, "root:root"),
         "etc/fstab": ("/dev/vda / ext4 rw,errors=remount-ro 0 1\n", 0o644, "root:root"),
     }
     for service, ports in imagefacts.FIREWALLD_SERVICES.items():
@@ -129,8 +131,9 @@ CHROOT_STEPS = (
     *(("install", "-d", "-o", d.owner, "-g", d.group, "-m", d.mode_text, d.path) for d in imagefacts.CONFIG_DIRS),
     ("systemctl", "enable", "systemd-networkd.service", "firewalld.service", "consul.service", "nomad.service",
      "cloud-init.service"),
-    # A clone must not share a machine-id: empty means "generate on first boot".
+    # A clone must not share a machine-id (empty: generated on first boot) or SSH host keys (cloud-init makes them).
     ("truncate", "-s", "0", "/etc/machine-id"),
+    ("find", "/etc/ssh", "-name", "ssh_host_*", "-delete"),
 )
 
 
@@ -156,6 +159,15 @@ def build(cache: Path = CACHE, log=None) -> TestImage:
     image = TestImage(out / "disk.qcow2", out / "vmlinuz", out / "initrd.img")
     if image.disk.is_file() and image.kernel.is_file() and image.initrd.is_file():
         return image
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: one builds, the other waits and reuses it
+        if not (image.disk.is_file() and image.kernel.is_file() and image.initrd.is_file()):
+            _build(cache, out, log)
+    return image
+
+
+def _build(cache: Path, out: Path, log) -> None:
     if os.geteuid() != 0:
         raise RuntimeError("building the test image needs root (mmdebstrap --mode=root, chroot, file owners)")
     work = cache / f"{out.name}.work"
@@ -196,7 +208,6 @@ def build(cache: Path = CACHE, log=None) -> TestImage:
     for other in cache.iterdir():
         if other != out and other.is_dir():
             shutil.rmtree(other, ignore_errors=True)
-    return image
 
 
 if __name__ == "__main__":
