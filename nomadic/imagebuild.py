@@ -314,6 +314,8 @@ def build(settings: Settings, dry_run: bool) -> None:
         return
     if target == Target.QEMU:
         _qemu_tools(settings)
+    else:
+        _say(f"base image: {find_base_image(settings, image)}")
     started = datetime.now(timezone.utc)
     _say(f"packer build -only={source} (output streams below; log: {log})")
     try:
@@ -331,6 +333,59 @@ def build(settings: Settings, dry_run: bool) -> None:
     record = _artifact(settings, target, out, built, started)
     where = artifacts.record(settings, target, image.name, record)
     _say(f"built {record.get('image_id') or record.get('path')}; recorded in {where}")
+
+
+def find_base_image(settings: Settings, image: ImageDef) -> str:
+    """Look the OCI base image up the way Packer will (so 'not found' fails in seconds, not after a launch).
+
+    By OCID: that image must exist. By filter: an AVAILABLE image in the build compartment (platform images are
+    visible from any) with that operating system and version whose display name matches the regex.
+    """
+    import re
+
+    import oci
+
+    from . import ociclient
+    from .errors import CloudError
+
+    session = ociclient.session(settings)
+    client = ociclient.compute(session)
+    compartment = settings.oci.compartment_id or session.tenancy_id
+    base = image.oci
+    try:
+        if base.base_image_ocid:
+            found = client.get_image(base.base_image_ocid).data
+            return f"{found.display_name} ({found.id})"
+        kwargs = {"lifecycle_state": "AVAILABLE", "sort_by": "TIMECREATED", "sort_order": "DESC"}
+        if base.operating_system:
+            kwargs["operating_system"] = base.operating_system
+        if base.operating_system_version:
+            kwargs["operating_system_version"] = base.operating_system_version
+        images = oci.pagination.list_call_get_all_results(client.list_images, compartment, **kwargs).data
+    except oci.exceptions.ServiceError as exc:
+        if exc.status == 404 and base.base_image_ocid:
+            raise ConfigError(
+                f"{image.path}: OCI base image {base.base_image_ocid} not found (or not visible to this user)",
+                hint="check the OCID and the region (oci.region or the profile's)",
+            ) from None
+        raise CloudError(f"looking up the OCI base image failed: {exc.status} {exc.code}: {exc.message}") from None
+    except oci.exceptions.RequestException as exc:
+        raise CloudError(f"cannot reach OCI to look up the base image ({type(exc).__name__})") from None
+    pattern = re.compile(base.display_name_search) if base.display_name_search else None
+    matches = [
+        i for i in images
+        if (not base.operating_system or i.operating_system == base.operating_system)
+        and (not base.operating_system_version or i.operating_system_version == base.operating_system_version)
+        and (pattern is None or pattern.search(i.display_name or ""))
+    ]
+    if not matches:
+        wanted = " ".join(filter(None, [base.operating_system, base.operating_system_version]))
+        named = f" named like {base.display_name_search!r}" if pattern else ""
+        raise ConfigError(
+            f"{image.path}: no OCI base image found for {wanted or 'the filter'}{named} in compartment {compartment}",
+            hint="import AlmaLinux's OCI image as a custom image there, or set oci.base_image_ocid in the definition",
+        )
+    return f"{matches[0].display_name} ({matches[0].id})"
 
 
 def _left_behind(settings: Settings, target: Target, log: Path) -> str:

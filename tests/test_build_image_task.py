@@ -166,6 +166,14 @@ case "$1" in
     echo "==> qemu.almalinux: Retrieving ISO"
     case "${FAKE_PACKER_MODE:-ok}" in
       fail) echo "==> qemu.almalinux: Error waiting for SSH: timeout"; exit 3 ;;
+      ok-oci)
+        cat >manifest.json <<'EOF'
+{"builds": [{"name": "almalinux", "builder_type": "oracle-oci", "build_time": 1, "packer_run_uuid": "u2",
+  "artifact_id": "ocid1.image.oc1.iad.aaaabakedimage", "files": null,
+  "custom_data": {"image_name": "nomadic-almalinux9-2", "nomad_version": "1.10.3", "consul_version": "1.21.4",
+                  "docker_ce_version": "28.5.1"}}], "last_run_uuid": "u2"}
+EOF
+        echo "Build 'oracle-oci.almalinux' finished." ;;
       hang)
         echo $$ >"$FAKE_PACKER_PID"
         trap 'echo "fake packer: interrupted"; rm -f "$FAKE_PACKER_PID"; exit 1' INT
@@ -246,3 +254,67 @@ def test_ctrl_c_stops_packer_and_says_what_may_be_left(tmp_path: Path) -> None:
     assert "error: packer build (qemu) interrupted by Ctrl-C" in err and "qemu process may still run" in err
     with pytest.raises(ProcessLookupError):
         os.kill(packer_pid, 0)
+
+
+# ---- the OCI base image is looked up before Packer launches anything (SDK against the local emulator) ---------
+
+
+@pytest.fixture
+def emu():
+    from tests.ociemu import Emulator
+
+    with Emulator() as e:
+        yield e
+
+
+def oci_build_settings(tmp_path: Path, emu, image: str = "almalinux9") -> config.Settings:
+    from tests.ociemu.server import COMPARTMENT, SUBNET
+
+    cfg = make_oci_config(tmp_path / "oci")
+    return config.load({
+        "build": {"image": image, "target": "oci", "packer": str(fake_packer(tmp_path))},
+        "oci": {"config_file": str(cfg), "endpoint": emu.url, "compartment_id": COMPARTMENT, "subnet_id": SUBNET,
+                "availability_domains": "AD-1"},
+        "local": {"accel": "tcg"},
+    }, tmp_path)
+
+
+def definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oci: dict) -> None:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "images" / "almalinux9.yaml").read_text())
+    data["name"], data["oci"] = "probe", oci
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "probe.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setattr(imagedef, "IMAGES_DIR", images)
+
+
+def test_base_image_not_found_stops_before_packer_build(tmp_path: Path, emu, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator holds no image with operating system version 9: the default filter finds nothing."""
+    s = oci_build_settings(tmp_path, emu)
+    monkeypatch.setenv("FAKE_PACKER_MODE", "fail")
+    with pytest.raises(ConfigError, match=r"almalinux9\.yaml: no OCI base image found for AlmaLinux 9 named like"):
+        imagebuild.build(s, dry_run=False)
+    assert "Retrieving ISO" not in (imagebuild.build_dir(s) / "packer-oci.log").read_text()
+
+
+def test_base_image_ocid_not_found(tmp_path: Path, emu, monkeypatch: pytest.MonkeyPatch) -> None:
+    definition(tmp_path, monkeypatch, {"base_image_ocid": "ocid1.image.oc1.iad.aaaamissing"})
+    s = oci_build_settings(tmp_path, emu, image="probe")
+    with pytest.raises(ConfigError, match=r"OCI base image ocid1.image.oc1.iad.aaaamissing not found"):
+        imagebuild.build(s, dry_run=False)
+
+
+def test_oci_build_records_the_image_ocid(tmp_path: Path, emu, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.ociemu.server import IMAGE
+
+    definition(tmp_path, monkeypatch, {"base_image_filter": {"operating_system": "AlmaLinux",
+                                                              "display_name_search": "^nomadic-"}})
+    s = oci_build_settings(tmp_path, emu, image="probe")
+    monkeypatch.setenv("FAKE_PACKER_MODE", "ok-oci")
+    imagebuild.build(s, dry_run=False)
+    assert f"base image: nomadic-almalinux9 ({IMAGE})" in capsys.readouterr().err
+    record = artifacts.lookup(s, Target.OCI, "probe")
+    assert record["image_id"] == "ocid1.image.oc1.iad.aaaabakedimage" and record["image_name"] == "nomadic-almalinux9-2"
