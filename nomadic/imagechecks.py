@@ -114,12 +114,17 @@ def no_identity(run: Run, build_public_key: str | None = None) -> list[str]:
         problems.append("cloud-init state of the build instance is still there")
     if len(instances) != 1:
         problems.append(f"/var/lib/cloud/instances holds {instances}, expected exactly this instance")
-    else:
-        since = _out(run, f"stat -c %Y /var/lib/cloud/instances/{instances[0]}")[1]
-        for line in _out(run, "stat -c '%Y %n' /etc/ssh/ssh_host_*_key")[1].splitlines():
-            mtime, name = line.split(" ", 1)
-            if since.isdigit() and int(mtime) < int(since) - 5:
-                problems.append(f"{name} is older than this instance: baked into the image")
+    # Host keys made by this clone postdate everything the bake wrote; keys from the build VM's first boot
+    # predate our unit file (installed later in the bake). A fixed file, unlike cloud-init's dirs, whose
+    # mtimes move on every boot.
+    code, since = _out(run, f"stat -c %Y {facts.CONSUL_UNIT}")
+    keys = _out(run, "stat -c '%Y %n' /etc/ssh/ssh_host_*_key")[1].splitlines()
+    if not keys:
+        problems.append("no SSH host keys: the clone did not generate its own")
+    for line in keys:
+        mtime, name = line.split(" ", 1)
+        if code == 0 and since.isdigit() and int(mtime) < int(since):
+            problems.append(f"{name} is older than {facts.CONSUL_UNIT}, which the bake wrote: baked into the image")
     if build_public_key:
         key = build_public_key.split()[1]
         code, out = _out(run, f"grep -ls {shlex.quote(key)} /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys")
