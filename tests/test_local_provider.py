@@ -88,6 +88,8 @@ def test_missing_qemu_says_how_to_install(tmp_path: Path, key: Path) -> None:
     with pytest.raises(ToolMissing) as err:
         LocalProvider(s).preflight(None)
     assert "qemu-system-x86_64-not-installed not found" in err.value.message
+    assert "local.qemu" in err.value.message
+    assert "apt-get install qemu-system-x86" in (err.value.hint or "")
 
 
 def test_qemu_install_hint() -> None:

@@ -20,7 +20,7 @@ from typing import Mapping
 
 from .. import artifacts, proc, qemuargs, seediso
 from ..config import Accel, Settings, Target
-from ..errors import ConfigError, NomadicError, ProviderError
+from ..errors import ConfigError, NomadicError, ProviderError, ToolMissing
 from ..plan import Node, Plan, Role
 from .base import NodeStatus, Progress
 
@@ -161,7 +161,12 @@ class LocalProvider:
 
     def preflight(self, image: str | None) -> str:
         """QEMU installed, image present and qcow2, kernel files present, SSH key readable; returns the image path."""
-        proc.which(self.local.qemu)
+        try:
+            proc.which(self.local.qemu)
+        except ToolMissing as exc:
+            raise ToolMissing(
+                f"{exc.message} (setting local.qemu)", hint=proc.INSTALL_HINTS["qemu-system-x86_64"]
+            ) from None
         proc.which(QEMU_IMG)
         path = self._image_path(image)
         for key in ("kernel", "initrd"):
