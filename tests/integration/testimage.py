@@ -87,6 +87,8 @@ datasource_list: [NoCloud, None]
 # Debian's minimal system has no `locales` (update-locale, locale-gen): keep the C.UTF-8 the image already has
 # (/etc/default/locale), which cloud-init's locale module then leaves alone.
 locale: C.UTF-8
+# RSA and DSA host key generation takes tens of seconds under emulation; the VM tests log in with ed25519.
+ssh_genkeytypes: [ed25519]
 """
 
 
