@@ -220,7 +220,7 @@ def start_paused_vm(provider: LocalProvider, image: Path, name: str, index: int)
     record = VmRecord(name=name, index=index, role="both", address=f"10.0.0.{index + 1}", pid=pid,
                       ssh_port=spec.ssh_port, cluster_port=spec.cluster_port, hub_port=spec.hub_port,
                       overlay=str(spec.overlay), seed=str(image), serial_log=str(spec.serial_log), image=str(image),
-                      accel="tcg")
+                      accel="tcg", ssh_user="recorded-user")
     provider._write_record(record)
     return record
 
@@ -241,6 +241,7 @@ def test_find_and_destroy_exactly_our_vms(tmp_path: Path, key: Path, image: Path
         assert found["nomadic-01"].id == str(vm.pid)
         assert (found["nomadic-01"].ssh_host, found["nomadic-01"].ssh_port) == ("127.0.0.1", s.local.ssh_port_base + 1)
         assert found["nomadic-01"].private_ip == "10.0.0.2"
+        assert found["nomadic-01"].ssh_user == "recorded-user"  # as launched, whatever the settings say now
         assert found["nomadic-02"].state == STOPPED
         assert provider.used_addresses() == set()
         events = Events()

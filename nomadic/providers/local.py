@@ -53,6 +53,7 @@ class VmRecord:
     serial_log: str
     image: str
     accel: str
+    ssh_user: str = ""  # the login user at launch (local.ssh_user then)
 
 
 def serial_tail(path: Path, lines: int = SERIAL_TAIL_LINES) -> str:
@@ -154,7 +155,7 @@ class LocalProvider:
             public_ip="",
             ssh_host=qemuargs.LOOPBACK,
             ssh_port=record.ssh_port,
-            ssh_user=self.local.ssh_user,
+            ssh_user=record.ssh_user or self.local.ssh_user,
         )
 
     # -- the Provider protocol -----------------------------------------------------------------------------
@@ -369,7 +370,7 @@ class LocalProvider:
             name=node.name, index=node.index, role=node.role.value, address=node.address, pid=0,
             ssh_port=spec.ssh_port, cluster_port=spec.cluster_port, hub_port=spec.hub_port,
             overlay=str(spec.overlay), seed=str(spec.seed), serial_log=str(spec.serial_log),
-            image=str(base), accel=accel.value,
+            image=str(base), accel=accel.value, ssh_user=self.local.ssh_user,
         )
         self._write_record(record)  # before the start: a VM that starts is always findable
         pid = proc.spawn(argv, spec.pid_file, step=f"{node.name}: qemu")
