@@ -143,3 +143,11 @@ def test_qemu_accepts_the_command_line(tmp_path: Path) -> None:
     finally:
         assert proc.terminate(pid, "qemu-system", str(s.overlay), timeout=10)
     assert not proc.cmdline(pid)
+
+
+def test_kvm_probe_boots_only_firmware_under_kvm(tmp_path: Path) -> None:
+    argv = qemuargs.kvm_probe_argv("qemu-system-x86_64", tmp_path / "debug.log", tmp_path / "pid")
+    assert opt(argv, "-accel") == ["kvm"]
+    assert "-drive" not in argv and "-netdev" not in argv  # nothing to boot, nothing to reach
+    assert opt(argv, "-debugcon") == [f"file:{tmp_path / 'debug.log'}"]  # where SeaBIOS reports its progress
+    assert "-daemonize" in argv and opt(argv, "-pidfile") == [str(tmp_path / "pid")]
