@@ -284,19 +284,7 @@ def test_clones_have_their_own_identity(cluster, facts) -> None:
         assert float(f["host-key-age"]) <= float(f["uptime"]), f"{n.name}: host key older than this boot"
 
 
-# imagechecks.no_identity dates "this instance" by the mtime of /var/lib/cloud/instances/<id>/, which moves
-# each time cloud-init adds a file there (boot-finished, at the very end): host keys made at the start of the
-# same boot look "older than this instance" whenever boot takes more than 5 s past them (always under TCG).
-NO_IDENTITY_MTIME = pytest.mark.xfail(
-    reason="imagechecks.no_identity compares host keys with the instance directory's mtime, which moves later",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "check",
-    [pytest.param(c, marks=NO_IDENTITY_MTIME) if c == "no_identity" else c for c in imagechecks.APPLICABLE_ANYWHERE],
-)
+@pytest.mark.parametrize("check", imagechecks.APPLICABLE_ANYWHERE)
 def test_image_verification_checks_that_apply_here(cluster, check: str) -> None:
     """The image suite's checks that hold on any host built to imagefacts (the rest need AlmaLinux and the agents)."""
     settings, nodes = cluster
