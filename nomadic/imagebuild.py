@@ -10,15 +10,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import artifacts, imagedef, packer, proc
-from .config import Accel, Auth, Settings, Target
+from . import accel, artifacts, imagedef, packer, proc
+from .config import Auth, Settings, Target
 from .errors import CommandFailed, ConfigError, Interrupted, ToolMissing
 from .imagedef import ImageDef
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Packer's cd_files shells out to one of these to make the NoCloud seed ISO.
 ISO_TOOLS = ("xorriso", "mkisofs", "genisoimage", "hdiutil", "oscdimg")
-KVM_GET_API_VERSION = 0xAE00
 
 
 def build_dir(settings: Settings, image: str | None = None) -> Path:
@@ -44,26 +43,9 @@ def packer_version(settings: Settings) -> packer.Version:
     return packer.parse_version(result.stdout + result.stderr)
 
 
-def kvm_usable(device: str = "/dev/kvm") -> bool:
-    """True when /dev/kvm opens read-write and answers the KVM API version ioctl."""
-    import fcntl
-
-    try:
-        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return fcntl.ioctl(fd, KVM_GET_API_VERSION) == 12
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def accelerator(settings: Settings) -> str:
-    if settings.local.accel == Accel.AUTO:
-        return "kvm" if kvm_usable() else "tcg"
-    return settings.local.accel.value
+def accelerator(settings: Settings, probe: bool = False) -> str:
+    """KVM or TCG for the qemu build VM; a real build probes that KVM runs a guest (rendering alone does not)."""
+    return accel.choose(settings.local, settings.build_dir / "packer", probe=probe).value
 
 
 # ---- checks before Packer runs -------------------------------------------------------------------------------
@@ -206,9 +188,9 @@ def _build_key(directory: Path) -> str:
     return public.read_text(encoding="utf-8").strip()
 
 
-def _render(settings: Settings, image: ImageDef, version: packer.Version) -> list[Path]:
+def _render(settings: Settings, image: ImageDef, version: packer.Version, probe: bool = False) -> list[Path]:
     out = build_dir(settings, image.name)
-    ctx = packer.build_context(settings, image, version, accelerator(settings), _build_key(out / "ssh"))
+    ctx = packer.build_context(settings, image, version, accelerator(settings, probe), _build_key(out / "ssh"))
     files = packer.render_files(ctx)
     # Rendered trees are rewritten whole; Packer's output, manifest, logs and cache stay.
     for sub in ("nomadic-files", "seed", "scripts"):
@@ -303,7 +285,8 @@ def build(settings: Settings, dry_run: bool) -> None:
     problems = oci_problems(settings, image, version) if target == Target.OCI else qemu_problems(image)
     if problems:
         raise problems[0]
-    _render(settings, image, version)
+    # Only a real qemu build pays for the KVM probe: where /dev/kvm opens but hangs guests, it must get TCG.
+    _render(settings, image, version, probe=target == Target.QEMU and not dry_run)
     out = build_dir(settings, image.name)
     log = out / f"packer-{target.value}.log"
     log.write_text("", encoding="utf-8")

@@ -9,7 +9,6 @@ status and destroy find the VMs from those records and check /proc before they t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import sys
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .. import artifacts, proc, qemuargs, seediso
+from .. import accel, artifacts, proc, qemuargs, seediso
 from ..config import Accel, Settings, Target
 from ..errors import ConfigError, NomadicError, ProviderError, ToolMissing
 from ..plan import Node, Plan, Role
@@ -31,7 +30,6 @@ QEMU_IMG = "qemu-img"
 QCOW2_MAGIC = b"QFI\xfb"
 SERIAL_TAIL_LINES = 25
 SSH_POLL_S = 2.0  # between rounds of "does sshd answer yet" while VMs boot
-KVM_PROBE_S = 15.0  # SeaBIOS reaches its boot step in well under a second where KVM works
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"  # qemu is gone; the node's files (disk, serial log) remain until destroy
 
@@ -67,22 +65,21 @@ def serial_tail(path: Path, lines: int = SERIAL_TAIL_LINES) -> str:
     return "\n".join(kept) if kept else "(no serial output)"
 
 
-def tcp_port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _port_free(kind: socket.SocketKind, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
         try:
             s.bind((qemuargs.LOOPBACK, port))
         except OSError:
             return False
     return True
+
+
+def tcp_port_free(port: int) -> bool:
+    return _port_free(socket.SOCK_STREAM, port)
 
 
 def udp_port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((qemuargs.LOOPBACK, port))
-        except OSError:
-            return False
-    return True
+    return _port_free(socket.SOCK_DGRAM, port)
 
 
 def ssh_banner(port: int, timeout: float = 5.0) -> bool:
@@ -93,15 +90,6 @@ def ssh_banner(port: int, timeout: float = 5.0) -> bool:
             return s.recv(8).startswith(b"SSH-")
     except OSError:
         return False
-
-
-def kvm_opens() -> bool:
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
 
 
 def is_qcow2(path: Path) -> bool:
@@ -292,38 +280,12 @@ class LocalProvider:
             )
 
     def _resolve_accel(self, progress: Progress) -> Accel:
-        if self._accel is not None:
-            return self._accel
-        wanted = self.local.accel
-        if wanted is Accel.KVM and not kvm_opens():
-            raise ProviderError("local.accel = kvm but /dev/kvm cannot be opened", hint="use local.accel: tcg (slow) or auto")
-        if wanted is Accel.AUTO:
-            wanted = Accel.KVM if kvm_opens() and self._kvm_works() else Accel.TCG
-            progress("local", f"accelerator: {wanted.value}" + (" (emulation: slow boots)" if wanted is Accel.TCG else ""))
-        self._accel = wanted
-        return wanted
-
-    def _kvm_works(self) -> bool:
-        """/dev/kvm opening is not enough (nested setups can hang the guest): boot firmware under KVM and watch."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        log, pid_file = self.root / "kvm-probe.log", self.root / "kvm-probe.pid"
-        log.unlink(missing_ok=True)
-        try:
-            pid = proc.spawn(qemuargs.kvm_probe_argv(self.local.qemu, log, pid_file), pid_file, step="KVM probe")
-        except NomadicError:
-            return False
-        try:
-            deadline = time.monotonic() + KVM_PROBE_S
-            while time.monotonic() < deadline:
-                text = log.read_bytes() if log.exists() else b""
-                if b"Booting from" in text or b"No bootable device" in text:
-                    return True
-                time.sleep(0.2)
-            return False
-        finally:
-            proc.terminate(pid, "qemu-system", str(pid_file), timeout=5)
-            log.unlink(missing_ok=True)
-            pid_file.unlink(missing_ok=True)
+        if self._accel is None:
+            self._accel = accel.choose(self.local, self.root)
+            if self.local.accel is Accel.AUTO:
+                slow = " (emulation: slow boots)" if self._accel is Accel.TCG else ""
+                progress("local", f"accelerator: {self._accel.value}{slow}")
+        return self._accel
 
     def _prepare(
         self, plan: Plan, node: Node, user_data: str, base: Path, public_key: str, progress: Progress
