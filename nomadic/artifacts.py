@@ -39,4 +39,8 @@ def record(settings: Settings, target: Target, image: str, artifact: dict[str, A
 
 def lookup(settings: Settings, target: Target, image: str | None = None) -> dict[str, Any] | None:
     """The recorded artifact for target and image definition (default build.image), or None."""
-    return _read(settings).get(target.value, {}).get(image or settings.build.image)
+    found = _read(settings).get(target.value, {})
+    entry = found.get(image or settings.build.image) if isinstance(found, dict) else None
+    if entry is not None and not isinstance(entry, dict):
+        raise ConfigError(f"{path(settings)}: the {target.value} entry is malformed", hint="delete it and run build-image again")
+    return entry

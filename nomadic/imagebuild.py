@@ -104,7 +104,10 @@ def _oci_config_problems(settings: Settings, version: packer.Version | None) -> 
     try:
         parser.read(cfg_path, encoding="utf-8")
     except configparser.Error as exc:
-        return [ConfigError(f"OCI config file {cfg_path} cannot be read: {exc.message}", hint=fix)]
+        # Only the error's kind and line: its text can quote the line, and the file holds key material.
+        line = getattr(exc, "lineno", None)
+        where = f" at line {line}" if line else ""
+        return [ConfigError(f"OCI config file {cfg_path} is not a valid INI file ({type(exc).__name__}{where})", hint=fix)]
     # configparser folds [DEFAULT] into every section, exactly as the OCI SDK reads it.
     if oci.profile == "DEFAULT":
         profile = dict(parser.defaults())

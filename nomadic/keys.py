@@ -98,3 +98,25 @@ def load_or_create(settings: Settings) -> GossipKeys:
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)  # a copy restored with a loose mode is tightened, not rejected
     return load(path)
+
+
+PUBLIC_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+
+
+def ssh_public_key(settings: Settings) -> str:
+    """cluster.ssh_public_key's text, refused unless it is an OpenSSH public key (never a private key sent to OCI)."""
+    path = settings.cluster.ssh_public_key.expanduser()
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(
+            f"setting cluster.ssh_public_key = {path}: cannot read it ({reason})",
+            hint="create a key with 'ssh-keygen -t ed25519' or point the setting at your public key",
+        ) from None
+    if not key.startswith(PUBLIC_KEY_PREFIXES):
+        raise ConfigError(
+            f"setting cluster.ssh_public_key = {path} is not an OpenSSH public key",
+            hint="point it at the .pub file (e.g. ~/.ssh/id_ed25519.pub), never at the private key",
+        )
+    return key

@@ -134,11 +134,10 @@ def check_metadata_size(metadata: Mapping[str, str], node: str | None = None) ->
 
 
 def _ssh_public_key(settings: Settings) -> str | None:
-    path = settings.cluster.ssh_public_key.expanduser()
     try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None  # render works without it; the launcher checks the size again with the real key
+        return gossip.ssh_public_key(settings)
+    except ConfigError:
+        return None  # render works without it; the launcher checks the key and the size again
 
 
 def render_nodes(settings: Settings, plan: Plan) -> dict[str, NodeFiles]:

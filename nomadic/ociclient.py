@@ -32,7 +32,7 @@ def _profiles(path: str) -> list[str]:
         parser.read(path, encoding="utf-8")
     except configparser.Error:
         return []
-    return parser.sections() + (["DEFAULT"] if parser.defaults() else [])
+    return parser.sections()  # with default_section "\0", a [DEFAULT] profile is an ordinary section
 
 
 def session(settings: Settings) -> Session:
@@ -68,8 +68,10 @@ def session(settings: Settings) -> Session:
         ) from None
     except oci.exceptions.InvalidConfig as exc:
         raise ConfigError(f"{where} is incomplete: {exc}", hint="'oci setup config' writes a complete profile") from None
-    except Exception as exc:  # unreadable or not an INI file
-        raise ConfigError(f"{where} cannot be read: {exc}", hint="check the file's format and permissions") from None
+    except Exception as exc:  # unreadable or not an INI file; its text can quote key material, so only its kind
+        raise ConfigError(
+            f"{where} cannot be read ({type(exc).__name__})", hint="check the file's format and permissions"
+        ) from None
     if o.region:
         config["region"] = o.region
     try:

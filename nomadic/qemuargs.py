@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Accel, LocalSettings
+from .errors import ConfigError
 
 # User-mode (slirp) networks a node's first NIC may use; the first one that does not overlap the cluster
 # network wins, so the default route (user NIC) and the cluster subnet never collide inside the guest.
@@ -49,7 +50,10 @@ def user_net(cluster_cidr: str) -> str:
     for candidate in USER_NETS:
         if not cluster.overlaps(ipaddress.IPv4Network(candidate)):
             return candidate
-    raise ValueError(f"cluster network {cluster_cidr} overlaps every user-mode network {USER_NETS}")
+    raise ConfigError(
+        f"setting cluster.cidr = {cluster_cidr} overlaps every network QEMU's user-mode NIC can use ({', '.join(USER_NETS)})",
+        hint="pick a smaller cluster.cidr for local VMs, e.g. 10.0.0.0/24",
+    )
 
 
 def accel_args(accel: Accel) -> list[str]:

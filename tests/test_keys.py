@@ -76,3 +76,37 @@ def test_a_broken_key_file_is_an_error_and_is_left_alone(settings: config.Settin
 def test_repr_never_shows_a_key():
     made = keys.generate()
     assert made.consul not in repr(made) and made.nomad not in repr(made)
+
+
+# ---- the SSH public key every provider hands to the nodes -----------------------------------------------------
+
+
+def _with_key(tmp_path: Path, text: str | bytes) -> config.Settings:
+    key = tmp_path / "key.pub"
+    key.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return config.load({"cluster": {"ssh_public_key": str(key)}}, tmp_path)
+
+
+def test_ssh_public_key_is_read_and_stripped(tmp_path: Path) -> None:
+    assert keys.ssh_public_key(_with_key(tmp_path, "ssh-ed25519 AAAAC3Nz me@host\n")) == "ssh-ed25519 AAAAC3Nz me@host"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n", "not an OpenSSH public key"),
+        (b"\xff\xfe\x00binary", "cannot read it"),
+    ],
+)
+def test_a_private_or_binary_key_is_refused_without_showing_it(tmp_path: Path, text, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        keys.ssh_public_key(_with_key(tmp_path, text))
+    message = str(info.value)
+    assert fragment in message and "cluster.ssh_public_key" in message
+    assert "b3BlbnNzaC1rZXktdjEA" not in message
+
+
+def test_a_missing_key_names_the_setting(tmp_path: Path) -> None:
+    settings = config.load({"cluster": {"ssh_public_key": str(tmp_path / "none.pub")}}, tmp_path)
+    with pytest.raises(ConfigError, match="cluster.ssh_public_key"):
+        keys.ssh_public_key(settings)

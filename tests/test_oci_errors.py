@@ -118,7 +118,15 @@ def test_unknown_availability_domain(emu: Emulator, tmp_path: Path) -> None:
 def test_missing_ssh_public_key(emu: Emulator, tmp_path: Path) -> None:
     settings = settings_for(emu, tmp_path)
     settings = config.with_overrides(settings, cluster={"ssh_public_key": tmp_path / "none.pub"})
-    fails(emu, settings, "cluster.ssh_public_key = .*none.pub: file not found", kind=ConfigError)
+    fails(emu, settings, "cluster.ssh_public_key = .*none.pub: cannot read it \\(No such file", kind=ConfigError)
+
+
+def test_a_private_key_is_never_sent_as_ssh_authorized_keys(emu: Emulator, tmp_path: Path) -> None:
+    private = tmp_path / "id_ed25519"
+    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAsecret\n", encoding="utf-8")
+    settings = config.with_overrides(settings_for(emu, tmp_path), cluster={"ssh_public_key": private})
+    text = fails(emu, settings, "is not an OpenSSH public key", kind=ConfigError)
+    assert "secret" not in text
 
 
 def test_unreachable_endpoint(tmp_path: Path) -> None:
@@ -127,3 +135,27 @@ def test_unreachable_endpoint(tmp_path: Path) -> None:
     # the emulator is stopped now: nothing listens on that loopback port
     with pytest.raises(NomadicError, match="cannot reach the OCI API at http://127.0.0.1"):
         launch(settings)
+
+
+def test_a_mangled_config_file_never_echoes_its_lines(tmp_path: Path) -> None:
+    """configparser quotes the offending line; the OCI config holds key material, so the error must not."""
+    from nomadic import config as cfg, ociclient
+
+    secret_line = "pass_phrase = hunter2-do-not-print"
+    bad = tmp_path / "config"
+    bad.write_text(f"{secret_line}\n[DEFAULT]\nuser=ocid1.user.oc1..aaaa\n", encoding="utf-8")
+    settings = cfg.load({"oci": {"config_file": str(bad)}}, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        ociclient.session(settings)
+    assert "hunter2" not in str(info.value) and str(bad) in str(info.value)
+
+
+def test_build_image_config_check_never_echoes_its_lines(tmp_path: Path) -> None:
+    from nomadic import config as cfg, imagebuild, imagedef
+
+    bad = tmp_path / "config"
+    bad.write_text("key_content = -----BEGIN RSA PRIVATE KEY-----MIIEsecret\n[DEFAULT]\n", encoding="utf-8")
+    settings = cfg.load({"oci": {"config_file": str(bad)}}, tmp_path)
+    problems = imagebuild.oci_problems(settings, imagedef.load("almalinux9"), (1, 6, 6))
+    assert problems and "MIIEsecret" not in str(problems[0])
+    assert "not a valid INI file" in str(problems[0]) and "line 1" in str(problems[0])

@@ -12,6 +12,7 @@ import pytest
 
 from nomadic import proc, qemuargs
 from nomadic.config import Accel, LocalSettings
+from nomadic.errors import ConfigError
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -113,8 +114,8 @@ def test_user_net_never_overlaps_the_cluster(cidr: str, want: str) -> None:
     assert qemuargs.user_net(cidr) == want
 
 
-def test_user_net_impossible() -> None:
-    with pytest.raises(ValueError):
+def test_user_net_impossible_is_a_setting_error() -> None:
+    with pytest.raises(ConfigError, match="cluster.cidr = 0.0.0.0/0"):
         qemuargs.user_net("0.0.0.0/0")
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .. import accel, artifacts, proc, qemuargs, seediso
+from .. import accel, artifacts, keys, proc, qemuargs, seediso
 from ..config import Accel, Settings, Target
 from ..errors import ConfigError, NomadicError, ProviderError, ToolMissing
 from ..plan import Node, Plan, Role
@@ -93,8 +93,11 @@ def ssh_banner(port: int, timeout: float = 5.0) -> bool:
 
 
 def is_qcow2(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(4) == QCOW2_MAGIC
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) == QCOW2_MAGIC
+    except OSError as exc:
+        raise ConfigError(f"image {path} cannot be read ({exc.strerror})", hint="check its permissions") from None
 
 
 class LocalProvider:
@@ -243,17 +246,7 @@ class LocalProvider:
         return path
 
     def _public_key(self) -> str:
-        path = self.settings.cluster.ssh_public_key.expanduser()
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"setting cluster.ssh_public_key = {path}: cannot read it ({exc.strerror})",
-                hint="create a key with 'ssh-keygen -t ed25519' or point the setting at your public key",
-            ) from None
-        if not key.startswith(("ssh-", "ecdsa-", "sk-")):
-            raise ConfigError(f"setting cluster.ssh_public_key = {path} is not an OpenSSH public key", hint="use the .pub file")
-        return key
+        return keys.ssh_public_key(self.settings)
 
     def ports(self, node: Node) -> tuple[int, int]:
         """(SSH forward port, cluster UDP port) of a node: fixed by its index, so they survive relaunches."""

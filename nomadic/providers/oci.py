@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import random
 import threading
@@ -10,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .. import artifacts, ociclient
+from .. import artifacts, keys, nodeconfig, ociclient
 from ..config import FREE_TIER_SHAPE, OCID_RE, Settings, Target
 from ..errors import CapacityError, CloudError, ConfigError, Interrupted, LimitExceeded, NomadicError
 from ..plan import Node, Plan, Role
@@ -95,6 +94,7 @@ class OciProvider:
         self._rand = rand
         self._session: ociclient.Session | None = None
         self._ads: list[str] = []
+        self._ssh_key: str | None = None
         self._assign_public_ip = True
         self._hostname_labels = True
         self._found: list[NodeStatus] | None = None
@@ -148,9 +148,7 @@ class OciProvider:
             )
         if not OCID_RE.match(image_id) or not image_id.startswith("ocid1.image."):
             raise ConfigError(f"image {image_id!r} is not an image OCID", hint="pass --image-id ocid1.image.oc1.<region>.<id>")
-        key = self.settings.cluster.ssh_public_key.expanduser()
-        if not key.is_file():
-            raise ConfigError(f"setting cluster.ssh_public_key = {key}: file not found", hint="create one with ssh-keygen -t ed25519 or point the setting at yours")
+        self._ssh_key = keys.ssh_public_key(self.settings)
         session = self.session
         net = ociclient.network(session)
         subnet = self._call(f"subnet {subnet_id}", net.get_subnet, subnet_id).data
@@ -322,11 +320,9 @@ class OciProvider:
 
     # ---- launch ---------------------------------------------------------------------------------------------------
     def metadata(self, user_data: str) -> dict[str, str]:
-        key = self.settings.cluster.ssh_public_key.expanduser().read_text(encoding="utf-8").strip()
-        return {
-            "ssh_authorized_keys": key,
-            "user_data": base64.b64encode(user_data.encode("utf-8")).decode("ascii"),
-        }
+        if self._ssh_key is None:  # launch() without preflight() (tests drive it directly)
+            self._ssh_key = keys.ssh_public_key(self.settings)
+        return nodeconfig.oci_metadata(user_data, self._ssh_key)
 
     def _details(self, node: Node, metadata: dict[str, str], image: str, ad: str, fd: str | None) -> Any:
         import oci
@@ -369,8 +365,6 @@ class OciProvider:
             image = self.preflight(image)
         assert image is not None
         metadata = {n.name: self.metadata(user_data[n.name]) for n in nodes}
-        from .. import nodeconfig
-
         for name, md in metadata.items():
             nodeconfig.check_metadata_size(md, node=name)
         self.guard_free_tier(nodes)
