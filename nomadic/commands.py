@@ -24,10 +24,10 @@ def verify_image(settings: Settings, host: str, port: int, user: str | None, key
 
 def plan_table(plan: "Plan") -> str:
     """The plan as an aligned text table: node, role, address, hostname."""
-    rows = [("NODE", "ROLE", "ADDRESS", "HOSTNAME")]
-    rows += [(n.name, n.role.value, n.address, n.hostname) for n in plan.nodes]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    from .outputs import format_table
+
+    rows = [(n.name, n.role.value, n.address, n.hostname) for n in plan.nodes]
+    return format_table(("NODE", "ROLE", "ADDRESS", "HOSTNAME"), rows)
 
 
 def render(settings: Settings) -> None:

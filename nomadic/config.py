@@ -17,6 +17,11 @@ CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$|^[a-z]$")
 FREE_TIER_SHAPE = "VM.Standard.E2.1.Micro"
 
 
+def is_flex(shape: str) -> bool:
+    """Flexible shapes take OCPUs and memory (shape_config); fixed ones must not be given any."""
+    return shape.endswith("Flex")
+
+
 class Target(str, enum.Enum):
     """Where build-image bakes."""
 

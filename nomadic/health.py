@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from . import proc
+from .outputs import KNOWN_HOSTS, SSH_CONFIG
 from .config import Settings
 from .errors import CloudError, NomadicError
 from .providers.base import NodeStatus
@@ -142,7 +143,7 @@ def inspect(settings: Settings, nodes: Sequence[NodeStatus], run: Runner = run_s
     if not servers:
         return Report(["no server node with an address to ask"], {})
     key = settings.cluster.ssh_private_key.expanduser()
-    known_hosts = settings.cluster_dir / "known_hosts"
+    known_hosts = settings.cluster_dir / KNOWN_HOSTS
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     unreachable = []
     for server in servers:
@@ -188,7 +189,7 @@ def wait(
         if clock() + interval > deadline:
             raise CloudError(
                 f"cluster not healthy after {timeout:.0f}s: {'; '.join(found)}",
-                hint=f"look at the nodes with 'ssh -F {settings.cluster_dir / 'ssh_config'} <node> "
+                hint=f"look at the nodes with 'ssh -F {settings.cluster_dir / SSH_CONFIG} <node> "
                 "journalctl -u consul -u nomad', or raise cluster.wait_timeout_s",
             )
         sleep(interval)

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 from . import imagefacts as facts
 from .imagedef import Versions
 
-BUILD_INSTANCE_ID = "nomadic-build"  # the qemu build's NoCloud instance-id (packer.BUILD_INSTANCE_ID)
+BUILD_INSTANCE_ID = facts.BUILD_INSTANCE_ID
 # The RPMs' default configs start with this line; a node's real config (from cloud-init) does not.
 RPM_DEFAULT_MARKER = "Full configuration options can be found at"
 

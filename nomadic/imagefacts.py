@@ -27,6 +27,9 @@ class Port:
 
 
 # Binaries come from HashiCorp's RPMs.
+# The qemu build's NoCloud instance-id: a booted clone showing it still carries the build's cloud-init state.
+BUILD_INSTANCE_ID = "nomadic-build"
+
 NOMAD_BIN = "/usr/bin/nomad"
 CONSUL_BIN = "/usr/bin/consul"
 DOCKER_BIN = "/usr/bin/docker"
@@ -93,7 +96,6 @@ SYSCTLS: dict[str, str] = {
 }
 
 SWAP_FILE = "/swapfile"
-SWAP_MODE = 0o600
 
 # Identity that must not be in the image: each clone makes its own at first boot.
 MACHINE_ID = "/etc/machine-id"  # present and empty: systemd generates an ID on first boot

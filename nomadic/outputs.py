@@ -86,6 +86,13 @@ def ssh_config_text(settings: Settings, nodes: Sequence[NodeStatus]) -> str:
     return "\n".join(lines)
 
 
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under a header, columns aligned with two spaces, no trailing blanks."""
+    everything = [list(header)] + [list(r) for r in rows]
+    widths = [max(len(r[i]) for r in everything) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in everything)
+
+
 def table(nodes: Sequence[NodeStatus], health: dict[str, str] | None = None) -> str:
     """The summary: one row per node; a HEALTH column when health is known."""
     header = ["NAME", "ROLE", "STATE", "PRIVATE IP", "PUBLIC IP", "SSH", "ID"]
@@ -98,8 +105,7 @@ def table(nodes: Sequence[NodeStatus], health: dict[str, str] | None = None) -> 
         if health is not None:
             row.insert(3, health.get(n.name, "-"))
         rows.append(row)
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows)
+    return format_table(header, rows)
 
 
 def write(settings: Settings, nodes: Sequence[NodeStatus]) -> list[Path]:

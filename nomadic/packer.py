@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import imagefacts, render
-from .config import Settings, Target, Auth
+from . import imagefacts, qemuargs, render
+from .config import Accel, Auth, Settings, Target, is_flex
 from .errors import CommandFailed, ConfigError
 from .imagedef import ImageDef
 
@@ -28,7 +28,7 @@ MANIFEST = "manifest.json"
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "scripts"
 SCRIPT_RE = re.compile(r"^[0-9]{2}-[a-z]+(-[a-z0-9]+)+\.sh$")
 # The NoCloud seed's instance-id: cleanup and the image checks look for leftovers of it.
-BUILD_INSTANCE_ID = "nomadic-build"
+BUILD_INSTANCE_ID = imagefacts.BUILD_INSTANCE_ID
 
 _VERSION_RE = re.compile(r"(?:Packer\s+)?v?(\d+)\.(\d+)\.(\d+)")
 
@@ -92,12 +92,9 @@ def validate_errors(output: str) -> list[str]:
 
 
 def cpu_model(accelerator: str) -> str:
-    # AlmaLinux 9 needs x86-64-v2; QEMU's default TCG CPU (qemu64) lacks it, so TCG gets "max".
-    return "host" if accelerator == "kvm" else "max"
+    return qemuargs.cpu_model(Accel(accelerator))
 
 
-def is_flex(shape: str) -> bool:
-    return shape.endswith(".Flex") or shape.endswith("Flex")
 
 
 def tags(image: ImageDef) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Mapping, Sequence
@@ -133,8 +132,6 @@ def _stop(proc: object) -> None:
         pass
 
 
-def stderr_stream() -> IO[str]:
-    return sys.stderr
 
 
 # Background processes (local VMs, the cluster network hub). They daemonize themselves (QEMU's -daemonize, the

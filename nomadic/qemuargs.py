@@ -56,11 +56,16 @@ def user_net(cluster_cidr: str) -> str:
     )
 
 
+def cpu_model(accel: Accel) -> str:
+    # AlmaLinux 9 needs x86-64-v2; QEMU's default TCG CPU (qemu64) lacks it, "max" emulates all TCG can.
+    return "host" if accel is Accel.KVM else "max"
+
+
 def accel_args(accel: Accel) -> list[str]:
     if accel is Accel.KVM:
-        return ["-accel", "kvm", "-cpu", "host"]
-    # TCG: max emulates every feature TCG can; multi-threaded TCG uses one host thread per vCPU.
-    return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        return ["-accel", "kvm", "-cpu", cpu_model(accel)]
+    # Multi-threaded TCG uses one host thread per vCPU.
+    return ["-accel", "tcg,thread=multi", "-cpu", cpu_model(accel)]
 
 
 def vm_argv(

@@ -28,7 +28,7 @@ Progress = Callable[[str, str], None]
 
 
 # Lifecycle words meaning "on its way out": such a node no longer counts as existing for launch.
-GONE_STATES = frozenset({"TERMINATING", "TERMINATED", "terminated"})
+GONE_STATES = frozenset({"TERMINATING", "TERMINATED"})
 
 
 class Provider(Protocol):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .. import artifacts, keys, nodeconfig, ociclient
-from ..config import FREE_TIER_SHAPE, OCID_RE, Settings, Target
+from ..config import FREE_TIER_SHAPE, OCID_RE, Settings, Target, is_flex
 from ..errors import CapacityError, CloudError, ConfigError, Interrupted, LimitExceeded, NomadicError
 from ..plan import Node, Plan, Role
 from .base import GONE_STATES, NodeStatus, Progress
@@ -330,7 +330,7 @@ class OciProvider:
         o = self.settings.oci
         m = oci.core.models
         shape_config = None
-        if o.shape.endswith(".Flex"):
+        if is_flex(o.shape):
             shape_config = m.LaunchInstanceShapeConfigDetails(ocpus=o.ocpus, memory_in_gbs=o.memory_gb)
         return m.LaunchInstanceDetails(
             compartment_id=o.compartment_id,
