@@ -8,6 +8,7 @@ from typing import Any
 
 from .config import Settings, Target
 from .errors import ConfigError
+from .fsutil import write_text_atomic
 
 
 def path(settings: Settings) -> Path:
@@ -31,10 +32,7 @@ def record(settings: Settings, target: Target, image: str, artifact: dict[str, A
     data.setdefault(target.value, {})[image] = artifact
     p = path(settings)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    return write_text_atomic(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def lookup(settings: Settings, target: Target, image: str | None = None) -> dict[str, Any] | None:

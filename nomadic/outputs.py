@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .config import Settings
+from .fsutil import write_text_atomic
 from .providers.base import NodeStatus
 
 INVENTORY = "inventory.ini"
@@ -113,11 +114,7 @@ def write(settings: Settings, nodes: Sequence[NodeStatus]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in ((INVENTORY, inventory_text(settings, nodes)), (SSH_CONFIG, ssh_config_text(settings, nodes))):
-        path = folder / name
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_text_atomic(folder / name, text))
     return written
 
 

@@ -19,6 +19,7 @@ from typing import Mapping
 
 from .. import accel, artifacts, keys, proc, qemuargs, seediso
 from ..config import Accel, Settings, Target
+from ..fsutil import write_text_atomic
 from ..errors import ConfigError, NomadicError, ProviderError, ToolMissing
 from ..plan import Node, Plan, Role
 from .base import NodeStatus, Progress
@@ -127,10 +128,7 @@ class LocalProvider:
         return out
 
     def _write_record(self, record: VmRecord) -> None:
-        path = self.node_dir(record.name) / VM_RECORD
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(self.node_dir(record.name) / VM_RECORD, json.dumps(asdict(record), indent=2) + "\n")
 
     @staticmethod
     def running(record: VmRecord) -> bool:
@@ -420,7 +418,7 @@ class LocalProvider:
         for port in peers:
             argv += ["--peer", str(port)]
         pid = proc.spawn(argv, pid_file, step="cluster network hub")
-        record.write_text(json.dumps({"pid": pid, "port": self.hub_port, "peers": peers}) + "\n", encoding="utf-8")
+        write_text_atomic(record, json.dumps({"pid": pid, "port": self.hub_port, "peers": peers}) + "\n")
 
     def _stop_hub(self) -> None:
         pid_file, record = self._hub_files()
