@@ -11,7 +11,7 @@ from .config import Settings
 from .errors import ConfigError, NomadicError
 from .plan import Plan, make_plan, server_count
 from .providers import get as get_provider
-from .providers.base import GONE_STATES, NodeStatus, Provider
+from .providers.base import GONE_STATES, STOPPED_STATES, NodeStatus, Provider
 
 
 class Console:
@@ -93,12 +93,26 @@ def launch(
             con.say(f"warning: {n.name} exists twice ({existing[n.name].id} and {n.id}); 'invoke destroy' removes both")
         elif n.name not in planned:
             con.say(f"note: {n.name} exists beyond --count {settings.cluster.count}; it is kept")
+    stopped: list[NodeStatus] = []
     for node in plan.nodes:
         have = existing.get(node.name)
         if have and have.role is not node.role:
             con.say(f"warning: {node.name} runs as {have.role.value}, the plan says {node.role.value}; it is kept as it is")
-        if have and have.state.upper() != "RUNNING":
+        if have and have.state.upper() in STOPPED_STATES:
+            stopped.append(have)
+        elif have and have.state.upper() != "RUNNING":
             con.say(f"note: {node.name} exists but is {have.state}")
+    started: list[NodeStatus] = []
+    if stopped:
+        for n in stopped:
+            con.say(f"starting {n.name} (was {n.state})")
+        try:
+            started = prov.start(stopped, con.node)
+        except NomadicError:
+            say_notes()
+            _write_what_exists(settings, prov, con)
+            raise
+        say_notes()
     missing = [n for n in plan.nodes if n.name not in existing]
     launched: list[NodeStatus] = []
     if missing:
@@ -119,8 +133,9 @@ def launch(
         say_notes()
     else:
         con.say(f"cluster {plan.cluster}: all {len(plan.nodes)} nodes exist; nothing to launch")
-    by_name = {n.id: n for n in found}
-    by_name.update({n.id: n for n in launched})
+    # A started node replaces its stopped status (a local VM's id, its pid, changes on a restart).
+    by_name = {n.id: n for n in found if not any(n is s for s in stopped)}
+    by_name.update({n.id: n for n in started + launched})
     nodes = sorted(by_name.values(), key=lambda n: n.name)
     paths = outputs.write(settings, nodes)
     con.say("")

@@ -286,3 +286,58 @@ def test_hub_command_uses_this_interpreter(tmp_path: Path, key: Path) -> None:
     finally:
         provider._stop_hub()
     assert not proc.cmdline(record["pid"])
+
+
+# -- start: a stopped VM boots again from its own disk --------------------------------------------------------
+
+
+class Cmdlines(Events):
+    """Progress events, plus the argv of each qemu at the moment it is reported booting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.argv: list[list[str]] = []
+
+    def __call__(self, node: str, message: str) -> None:
+        super().__call__(node, message)
+        if message.startswith("booting (pid "):
+            self.argv.append(proc.cmdline(int(message.split()[2].rstrip(","))))
+
+
+def test_start_boots_the_same_vm_again_and_leaves_it_stopped_on_failure(tmp_path: Path, key: Path, image: Path) -> None:
+    s = settings_for(tmp_path, key, count=1, boot_timeout_s=3)
+    provider = LocalProvider(s)
+    plan = make_plan(s.cluster)
+    node = plan.nodes[0]
+    first = Cmdlines()
+    spec = provider._prepare(plan, node, "#cloud-config\n", image, key.read_text().strip(), first)
+    old = provider._start(node, spec, image, Accel.TCG, first)
+    proc.terminate(old.pid, "qemu-system", old.overlay, timeout=5)  # qemu exited: the node is STOPPED
+    (stopped,) = provider.find()
+    assert stopped.state == STOPPED
+    overlay_inode = Path(old.overlay).stat().st_ino
+
+    again = Cmdlines()
+    with pytest.raises(ProviderError, match="no SSH answer within local.boot_timeout_s"):
+        provider.start([stopped], again)  # a blank disk never answers SSH
+    assert again.argv == first.argv  # the same qemu command line: same overlay, seed, ports and MACs
+    assert old.overlay in " ".join(again.argv[0]) and old.seed in " ".join(again.argv[0])
+    # Failure puts it back as it was: STOPPED, its files kept (never recreated), no qemu or hub left running.
+    (after,) = provider.find()
+    assert after.state == STOPPED and after.id != stopped.id
+    assert Path(old.overlay).is_file() and Path(old.seed).is_file()
+    assert Path(old.overlay).stat().st_ino == overlay_inode
+    assert qemu_processes(str(tmp_path)) == []
+
+
+def test_start_without_the_disk_says_so_and_starts_nothing(tmp_path: Path, key: Path, image: Path) -> None:
+    s = settings_for(tmp_path, key, count=1)
+    provider = LocalProvider(s)
+    record = start_paused_vm(provider, image, "nomadic-01", 1)
+    proc.terminate(record.pid, "qemu-system", record.overlay, timeout=5)
+    Path(record.overlay).unlink()
+    with pytest.raises(ProviderError) as err:
+        provider.start(provider.find(), Events())
+    assert record.overlay in err.value.message and "cannot be booted again" in err.value.message
+    assert "destroy" in (err.value.hint or "")
+    assert qemu_processes(str(tmp_path)) == []

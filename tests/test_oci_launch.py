@@ -243,3 +243,75 @@ def test_compartment_is_searched_for_our_tag_only(emu: Emulator, tmp_path: Path)
     settings = settings_for(emu, tmp_path, cluster={"count": 1}, oci={"allow_paid": True})
     nodes, _ = run_launch(settings)
     assert len(nodes) == 1 and nodes[0].private_ip == "10.0.0.4"  # foreign addresses avoided
+
+
+# -- stopped nodes: a rerun starts them -----------------------------------------------------------------------
+
+
+def launched_then_stopped(emu: Emulator, tmp_path: Path):
+    settings = settings_for(emu, tmp_path, cluster={"count": 2})
+    first, _ = run_launch(settings)
+    stopped = next(n for n in first if n.name == "nomadic-02")
+    emu.stop_instance(stopped.id)
+    return settings, first, stopped
+
+
+def test_rerun_starts_a_stopped_node(emu: Emulator, tmp_path: Path) -> None:
+    settings, first, stopped = launched_then_stopped(emu, tmp_path)
+    assert emu.state(stopped.id) == "STOPPED"
+    emu.starting_delay = 1.0  # the START goes through STARTING before RUNNING
+    nodes, text = run_launch(settings)
+    assert emu.actions == [(stopped.id, "START")]
+    assert emu.launch_calls() == 2  # nothing new launched
+    assert [(n.name, n.state) for n in nodes] == [("nomadic-01", "RUNNING"), ("nomadic-02", "RUNNING")]
+    assert {n.id for n in nodes} == {n.id for n in first}
+    again = next(n for n in nodes if n.name == "nomadic-02")
+    assert (again.private_ip, again.public_ip) == (stopped.private_ip, stopped.public_ip)
+    assert "starting nomadic-02 (was STOPPED)" in text
+    assert "STARTING" in text and "exists but is STOPPED" not in text
+    assert f"nomadic-02 ansible_host={stopped.public_ip}" in (settings.cluster_dir / outputs.INVENTORY).read_text()
+
+
+def test_a_foreign_stopped_instance_is_never_started(emu: Emulator, tmp_path: Path) -> None:
+    foreign = emu.add_instance("nomadic-01", "10.0.0.9", tags={TAG_CLUSTER: "other", TAG_NODE: "nomadic-01"})
+    emu.stop_instance(foreign)
+    settings = settings_for(emu, tmp_path, cluster={"count": 1})
+    nodes, _ = run_launch(settings)
+    assert [n.id for n in nodes] != [foreign] and emu.launch_calls() == 1
+    assert emu.actions == [] and emu.state(foreign) == "STOPPED"
+    # Even when handed one directly (a stale find), start re-checks the tag before acting.
+    provider = OciProvider(settings, sleep=Sleeps())
+    stale = nodes[0].__class__(**{**nodes[0].__dict__, "id": foreign, "state": "STOPPED"})
+    with pytest.raises(CloudError, match="not tagged nomadic-cluster=nomadic; left alone"):
+        provider.start([stale], lambda *_: None)
+    assert emu.actions == [] and emu.state(foreign) == "STOPPED"
+
+
+def test_start_retries_429_then_starts(emu: Emulator, tmp_path: Path) -> None:
+    settings, _, stopped = launched_then_stopped(emu, tmp_path)
+    emu.inject(Fault("POST", "instance_action", 429, "TooManyRequests", "Too many requests", times=2))
+    sleeps = Sleeps()
+    nodes, text = run_launch(settings, sleeps)
+    assert len(sleeps.calls) == 2 and "throttled (429)" in text
+    assert emu.actions == [(stopped.id, "START")]
+    assert all(n.state == "RUNNING" for n in nodes)
+
+
+def test_start_refused_propagates_and_outputs_stay(emu: Emulator, tmp_path: Path) -> None:
+    settings, _, stopped = launched_then_stopped(emu, tmp_path)
+    (settings.cluster_dir / outputs.INVENTORY).unlink()
+    emu.inject(Fault("POST", "instance_action", 500, "InternalError", "Out of host capacity.", times=1))
+    with pytest.raises(CloudError, match=r"nomadic-02: start .*500 InternalError.*0 of 1 stopped nodes started"):
+        run_launch(settings)
+    assert emu.state(stopped.id) == "STOPPED" and emu.launch_calls() == 2
+    assert "nomadic-01 ansible_host=" in (settings.cluster_dir / outputs.INVENTORY).read_text()
+
+
+def test_a_starting_node_is_only_noted(emu: Emulator, tmp_path: Path) -> None:
+    settings, _, stopped = launched_then_stopped(emu, tmp_path)
+    emu.starting_delay = 600
+    emu._instance_action(id=stopped.id, query={"action": "START"})  # someone else started it: still STARTING
+    nodes, text = run_launch(settings)
+    assert "note: nomadic-02 exists but is STARTING" in text
+    assert emu.actions == [(stopped.id, "START")]  # only that one; launch sent none
+    assert {n.name: n.state for n in nodes} == {"nomadic-01": "RUNNING", "nomadic-02": "STARTING"}

@@ -30,6 +30,10 @@ Progress = Callable[[str, str], None]
 # Lifecycle words meaning "on its way out": such a node no longer counts as existing for launch.
 GONE_STATES = frozenset({"TERMINATING", "TERMINATED"})
 
+# Lifecycle words meaning "exists, but halted": launch starts such a node again (Oracle stops idle Always Free
+# instances; a local VM whose qemu exited is STOPPED too).
+STOPPED_STATES = frozenset({"STOPPED"})
+
 
 class Provider(Protocol):
     def preflight(self, image: str | None) -> str:
@@ -52,6 +56,10 @@ class Provider(Protocol):
         self, plan: Plan, nodes: list[Node], user_data: Mapping[str, str], image: str | None, progress: Progress
     ) -> list[NodeStatus]:
         """Create `nodes` (the missing part of `plan`), user_data by node name; return them once running."""
+        ...
+
+    def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
+        """Start these existing, stopped nodes; return them once running."""
         ...
 
     def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:

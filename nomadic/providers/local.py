@@ -190,7 +190,7 @@ class LocalProvider:
             old = existing.get(node.name)
             if old is not None and self.running(old):
                 raise ProviderError(f"node {node.name} already runs (pid {old.pid})", hint="invoke status --provider local")
-        self._check_ports(nodes, existing)
+        self._check_ports([(n.name, *self.ports(n)) for n in nodes])
         accel = self._resolve_accel(progress)
         public_key = self._public_key()
         started: list[VmRecord] = []
@@ -209,6 +209,45 @@ class LocalProvider:
             self._undo(started, [n for n in nodes], progress, keep_serial=isinstance(exc, NomadicError))
             raise
         return [self._status(r) for r in started]
+
+    def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
+        """Boot stopped VMs again from their own overlay and seed (disk state kept), as launch boots them."""
+        if not nodes:
+            return []
+        records = {r.name: r for r in self.records()}
+        todo: list[VmRecord] = []
+        for node in nodes:
+            record = records.get(node.name)
+            if record is None:
+                raise ProviderError(f"node {node.name}: no local record to start it from", hint="invoke destroy --provider local, then launch")
+            if self.running(record):
+                continue  # it came back meanwhile
+            for path in (record.overlay, record.seed):
+                if not Path(path).is_file():
+                    raise ProviderError(
+                        f"node {node.name}: {path} is missing; the VM cannot be booted again",
+                        hint="invoke destroy --provider local, then launch to recreate it",
+                    )
+            todo.append(record)
+        self._check_ports([(r.name, r.ssh_port, r.cluster_port) for r in todo])
+        accel = self._resolve_accel(progress)
+        self._ensure_hub([r.cluster_port for r in records.values()])
+        started: list[VmRecord] = []
+        try:
+            for record in todo:
+                started.append(self._boot(record, self._spec(record.name, record.index, record.ssh_port, record.cluster_port), accel, progress))
+            self._wait_booted(started, progress)
+        except BaseException:
+            for record in started:  # back to STOPPED: disks stay, only the qemu this start ran goes
+                try:
+                    self._stop(record, progress)
+                except NomadicError as exc:
+                    print(f"warning: {exc}", file=sys.stderr)
+            if not any(self.running(r) for r in self.records()):
+                self._stop_hub()
+            raise
+        fresh = {r.name: r for r in self.records()}
+        return [self._status(fresh[n.name]) for n in nodes]
 
     def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:
         records = {r.name: r for r in self.records()}
@@ -254,14 +293,14 @@ class LocalProvider:
     def hub_port(self) -> int:
         return self.local.cluster_port_base
 
-    def _check_ports(self, nodes: list[Node], existing: Mapping[str, VmRecord]) -> None:
+    def _check_ports(self, nodes: list[tuple[str, int, int]]) -> None:
+        """(name, SSH forward port, cluster UDP port) of the nodes about to boot: all must be free."""
         taken = []
-        for node in nodes:
-            ssh_port, cluster_port = self.ports(node)
+        for name, ssh_port, cluster_port in nodes:
             if not tcp_port_free(ssh_port):
-                taken.append(f"TCP {ssh_port} (SSH forward of {node.name})")
+                taken.append(f"TCP {ssh_port} (SSH forward of {name})")
             if not udp_port_free(cluster_port):
-                taken.append(f"UDP {cluster_port} (cluster network of {node.name})")
+                taken.append(f"UDP {cluster_port} (cluster network of {name})")
         if self._hub_pid() is None and not udp_port_free(self.hub_port):
             taken.append(f"UDP {self.hub_port} (cluster network hub)")
         if taken:
@@ -283,22 +322,9 @@ class LocalProvider:
     ) -> qemuargs.VmSpec:
         d = self.node_dir(node.name)
         d.mkdir(parents=True, mode=0o700)
-        ssh_port, cluster_port = self.ports(node)
-        user_mac, cluster_mac = qemuargs.macs(plan.cluster, node.index)
+        spec = self._spec(node.name, node.index, *self.ports(node))
+        user_mac, cluster_mac = spec.user_mac, spec.cluster_mac
         prefix = plan.cidr.split("/")[1]
-        spec = qemuargs.VmSpec(
-            name=node.name,
-            overlay=d / "overlay.qcow2",
-            seed=d / "seed.iso",
-            serial_log=d / "serial.log",
-            pid_file=d / "pid",
-            ssh_port=ssh_port,
-            cluster_port=cluster_port,
-            hub_port=self.hub_port,
-            user_mac=user_mac,
-            cluster_mac=cluster_mac,
-            user_net=qemuargs.user_net(plan.cidr),
-        )
         proc.run(qemuargs.overlay_argv(QEMU_IMG, base, spec.overlay), step=f"{node.name}: overlay")
         seediso.write(
             spec.seed,
@@ -315,21 +341,47 @@ class LocalProvider:
         progress(node.name, f"overlay and seed written ({d})")
         return spec
 
-    def _start(self, node: Node, spec: qemuargs.VmSpec, base: Path, accel: Accel, progress: Progress) -> VmRecord:
+    def _spec(self, name: str, index: int, ssh_port: int, cluster_port: int) -> qemuargs.VmSpec:
+        """A node's VM: its files in its folder, ports and MACs fixed by its index (the same at every boot)."""
+        d = self.node_dir(name)
+        user_mac, cluster_mac = qemuargs.macs(self.settings.cluster.name, index)
+        return qemuargs.VmSpec(
+            name=name,
+            overlay=d / "overlay.qcow2",
+            seed=d / "seed.iso",
+            serial_log=d / "serial.log",
+            pid_file=d / "pid",
+            ssh_port=ssh_port,
+            cluster_port=cluster_port,
+            hub_port=self.hub_port,
+            user_mac=user_mac,
+            cluster_mac=cluster_mac,
+            user_net=qemuargs.user_net(self.settings.cluster.cidr),
+        )
+
+    def vm_argv(self, spec: qemuargs.VmSpec, accel: Accel) -> list[str]:
         kernel = Path(self.local.kernel).expanduser() if self.local.kernel else None
         initrd = Path(self.local.initrd).expanduser() if self.local.initrd else None
-        argv = qemuargs.vm_argv(self.local, accel, spec, kernel=kernel, initrd=initrd, append=self.local.append)
+        return qemuargs.vm_argv(self.local, accel, spec, kernel=kernel, initrd=initrd, append=self.local.append)
+
+    def _start(self, node: Node, spec: qemuargs.VmSpec, base: Path, accel: Accel, progress: Progress) -> VmRecord:
         record = VmRecord(
             name=node.name, index=node.index, role=node.role.value, address=node.address, pid=0,
             ssh_port=spec.ssh_port, cluster_port=spec.cluster_port, hub_port=spec.hub_port,
             overlay=str(spec.overlay), seed=str(spec.seed), serial_log=str(spec.serial_log),
             image=str(base), accel=accel.value, ssh_user=self.local.ssh_user,
         )
+        return self._boot(record, spec, accel, progress)
+
+    def _boot(self, record: VmRecord, spec: qemuargs.VmSpec, accel: Accel, progress: Progress) -> VmRecord:
+        """Run qemu for one node (first boot or a restart) and record its pid."""
+        argv = self.vm_argv(spec, accel)
+        record = VmRecord(**{**asdict(record), "pid": 0, "accel": accel.value})
         self._write_record(record)  # before the start: a VM that starts is always findable
-        pid = proc.spawn(argv, spec.pid_file, step=f"{node.name}: qemu")
+        pid = proc.spawn(argv, spec.pid_file, step=f"{record.name}: qemu")
         record = VmRecord(**{**asdict(record), "pid": pid})
         self._write_record(record)
-        progress(node.name, f"booting (pid {pid}, {accel.value}, ssh 127.0.0.1:{spec.ssh_port}, {node.address})")
+        progress(record.name, f"booting (pid {pid}, {accel.value}, ssh 127.0.0.1:{spec.ssh_port}, {record.address})")
         return record
 
     def _wait_booted(self, records: list[VmRecord], progress: Progress) -> None:

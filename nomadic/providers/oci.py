@@ -30,6 +30,7 @@ THROTTLE_RETRIES = 8  # 429s in a row for one request before giving up
 TRANSPORT_RETRIES = 3  # lost connections for one request (safe: same opc-retry-token)
 REPLAY_LIMIT = 5  # retry tokens that replay an old, terminated instance before giving up
 WAIT_DONE = ("RUNNING", "STOPPING", "STOPPED", "TERMINATING", "TERMINATED")
+START_DONE = ("RUNNING", "TERMINATING", "TERMINATED")  # a STOPPED answer just after START is the old state
 
 
 def retry_token(cluster: str, node: str, attempt: int) -> str:
@@ -453,7 +454,7 @@ class OciProvider:
                         continue  # the token replayed an instance terminated earlier: send a fresh one
                     out.instance_id, out.state = inst.id, inst.lifecycle_state
                     progress(node.name, f"launched {inst.id} in {where} at {node.address}: {inst.lifecycle_state}")
-                    return self._wait_running(inst, node, progress, out)
+                    return self._wait_running(inst, node.name, progress, out)
                 else:
                     raise CloudError(f"{node.name}: retry tokens kept replaying terminated instances")
             if rnd + 1 < rounds:
@@ -500,12 +501,16 @@ class OciProvider:
                 progress(node.name, f"connection lost ({type(exc).__name__}); resending with the same retry token in {delay:.1f}s")
                 self._pause(delay)
 
-    def _wait_running(self, inst: Any, node: Node, progress: Progress, out: _Outcome) -> NodeStatus:
+    def _wait_running(
+        self, inst: Any, name: str, progress: Progress, out: _Outcome | None = None, done: tuple[str, ...] = WAIT_DONE
+    ) -> NodeStatus:
+        """Wait (SDK waiter) until `inst` reaches one of `done`; RUNNING gives its status with IPs, else an error."""
         import oci
 
         o = self.settings.oci
         compute = ociclient.compute(self.session)
         last = [inst.lifecycle_state]
+        out = out or _Outcome(Node(0, name, Role.CLIENT, ""))
 
         def seen(_times: int, response: Any) -> None:
             if self._abort.is_set():
@@ -514,39 +519,94 @@ class OciProvider:
             out.state = state
             if state != last[0]:
                 last[0] = state
-                progress(node.name, state)
+                progress(name, state)
 
         try:
-            first = self._call(f"{node.name}: get instance", compute.get_instance, inst.id)
+            first = self._call(f"{name}: get instance", compute.get_instance, inst.id)
             final = oci.wait_until(
                 compute,
                 first,
-                evaluate_response=lambda r: r.data.lifecycle_state in WAIT_DONE,
+                evaluate_response=lambda r: r.data.lifecycle_state in done,
                 max_interval_seconds=max(1.0, o.poll_interval_s),
                 max_wait_seconds=o.launch_timeout_s,
                 wait_callback=seen,
             ).data
         except oci.exceptions.MaximumWaitTimeExceeded:
             raise CloudError(
-                f"{node.name}: not RUNNING after {o.launch_timeout_s:.0f}s (last state {last[0]}); it exists as {inst.id}",
+                f"{name}: not RUNNING after {o.launch_timeout_s:.0f}s (last state {last[0]}); it exists as {inst.id}",
                 hint="rerun 'invoke launch' to wait again, or raise oci.launch_timeout_s",
             ) from None
         except oci.exceptions.ServiceError as exc:
-            raise _service_error(exc, f"{node.name}: waiting for {inst.id}") from None
+            raise _service_error(exc, f"{name}: waiting for {inst.id}") from None
         out.state = final.lifecycle_state
         if final.lifecycle_state != "RUNNING":
-            raise CloudError(f"{node.name}: instance {inst.id} became {final.lifecycle_state} instead of RUNNING")
+            raise CloudError(f"{name}: instance {inst.id} became {final.lifecycle_state} instead of RUNNING")
         if last[0] != "RUNNING":
-            progress(node.name, "RUNNING")
+            progress(name, "RUNNING")
         vnic_id = None
         atts = self._all(
-            f"{node.name}: VNIC attachments", compute.list_vnic_attachments, o.compartment_id, instance_id=inst.id
+            f"{name}: VNIC attachments", compute.list_vnic_attachments, o.compartment_id, instance_id=inst.id
         )
         for att in atts:
             if att.lifecycle_state in ("ATTACHING", "ATTACHED"):
                 vnic_id = att.vnic_id
                 break
         return self._status(final, ociclient.network(self.session), vnic_id)
+
+    # ---- start ----------------------------------------------------------------------------------------------------
+    def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
+        """START each stopped instance of this cluster (tag re-checked first) and wait until it runs."""
+        if not nodes:
+            return []
+        self._abort = threading.Event()
+        results: dict[str, NodeStatus] = {}
+        errors: list[NomadicError] = []
+
+        def work(node: NodeStatus) -> None:
+            try:
+                results[node.id] = self._start_one(node, progress)
+            except NomadicError as exc:
+                errors.append(exc)
+                progress(node.name, f"not started: {exc.message}")
+
+        with ThreadPoolExecutor(max_workers=min(32, len(nodes)), thread_name_prefix="start") as pool:
+            list(pool.map(work, nodes))
+        if errors:
+            first = errors[0]
+            done = len(results)
+            raise type(first)(
+                f"{first.message}; {done} of {len(nodes)} stopped nodes started",
+                hint=first.hint or "rerun 'invoke launch' to try again",
+            )
+        return [results[n.id] for n in nodes]
+
+    def _start_one(self, node: NodeStatus, progress: Progress) -> NodeStatus:
+        import oci
+
+        compute = ociclient.compute(self.session, retry=False)
+        name = self.settings.cluster.name
+        inst = self._call(f"{node.name}: get instance {node.id}", compute.get_instance, node.id).data
+        if (inst.freeform_tags or {}).get(TAG_CLUSTER) != name:  # never touch what is not ours
+            raise CloudError(f"{node.name}: {node.id} is not tagged {TAG_CLUSTER}={name}; left alone")
+        if inst.lifecycle_state == "STOPPED":
+            throttled = 0
+
+            def action() -> Any:
+                try:
+                    return compute.instance_action(node.id, "START", retry_strategy=oci.retry.NoneRetryStrategy())
+                except oci.exceptions.ServiceError as exc:
+                    if exc.status == 429 and throttled < THROTTLE_RETRIES:
+                        return None
+                    raise
+
+            while (response := self._call(f"{node.name}: start {node.id}", action)) is None:
+                delay = backoff(throttled, self.settings.oci.backoff_base_s, self.settings.oci.backoff_max_s, self._rand)
+                throttled += 1
+                progress(node.name, f"throttled (429); retrying in {delay:.1f}s")
+                self._pause(delay)
+            inst = response.data
+            progress(node.name, f"START sent to {node.id}: {inst.lifecycle_state}")
+        return self._wait_running(inst, node.name, progress, done=START_DONE)
 
     # ---- destroy --------------------------------------------------------------------------------------------------
     def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:

@@ -1,6 +1,7 @@
 """The emulator: core (compute, network, block storage) and identity calls on 127.0.0.1, in one thread.
 
-State lives in memory. Instances move PROVISIONING -> RUNNING after `provisioning_delay` seconds and
+State lives in memory. Instances move PROVISIONING -> RUNNING after `provisioning_delay` seconds (STARTING ->
+RUNNING after `starting_delay` following an instance action START on a STOPPED one; Emulator.stop_instance stops one) and
 TERMINATING -> TERMINATED after `terminating_delay`; faults are injected per call (see Fault, Emulator.inject).
 Signatures are not verified, but every request must carry an Authorization header (else 401).
 """
@@ -68,6 +69,8 @@ class _Instance:
     boot_volume: dict[str, Any]
     terminated_at: float | None = None
     preserve_boot: bool = True
+    stopped: bool = False
+    started_at: float | None = None  # when the last START came (None: never stopped, runs since creation)
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Emulator:
 
     provisioning_delay: float = 0.0
     terminating_delay: float = 0.0
+    starting_delay: float = 0.0
     cidr: str = "10.0.0.0/24"
     dns_label: str = "sub"
     micro_limit: int = 2  # the tenancy's service limit for E2.1.Micro (Always Free: 2)
@@ -94,6 +98,7 @@ class Emulator:
         self.launch_bodies: list[dict[str, Any]] = []
         self.launch_tokens: list[str | None] = []
         self.launch_count = 0
+        self.actions: list[tuple[str, str]] = []  # (instance id, action) of every instance action accepted
         self.images = {
             IMAGE: {"shapes": [MICRO, "VM.Standard.E4.Flex", "VM.Standard.E5.Flex"], "name": "nomadic-almalinux9"},
             ARM_IMAGE: {"shapes": ["VM.Standard.A1.Flex"], "name": "arm-only"},
@@ -183,6 +188,12 @@ class Emulator:
                 out.append(self._instance_json(inst))
             return out
 
+    def stop_instance(self, instance_id: str) -> None:
+        """What Oracle does to an idle Always Free instance (or a user in the console): it is STOPPED now."""
+        with self.lock:
+            inst = self.instances[instance_id]
+            inst.stopped, inst.started_at = True, None
+
     def launch_calls(self) -> int:
         return self.calls["launch_instance"]
 
@@ -191,6 +202,10 @@ class Emulator:
         now = time.monotonic()
         if inst.terminated_at is not None:
             return "TERMINATED" if now >= inst.terminated_at + self.terminating_delay else "TERMINATING"
+        if inst.stopped:
+            return "STOPPED"
+        if inst.started_at is not None:
+            return "RUNNING" if now >= inst.started_at + self.starting_delay else "STARTING"
         return "RUNNING" if now >= inst.created + self.provisioning_delay else "PROVISIONING"
 
     def _instance_json(self, inst: _Instance) -> dict[str, Any]:
@@ -282,6 +297,7 @@ class Emulator:
         ("POST", re.compile(r"^/20160918/instances$"), "launch_instance"),
         ("GET", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "get_instance"),
         ("DELETE", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "terminate_instance"),
+        ("POST", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "instance_action"),
         ("GET", re.compile(r"^/20160918/vnicAttachments$"), "list_vnic_attachments"),
         ("GET", re.compile(r"^/20160918/vnics/(?P<id>[^/]+)$"), "get_vnic"),
         ("GET", re.compile(r"^/20160918/subnets/(?P<id>[^/]+)$"), "get_subnet"),
@@ -423,6 +439,20 @@ class Emulator:
             inst.preserve_boot = query.get("preserveBootVolume", "true").lower() != "false"
         return 204, None, {}
 
+    def _instance_action(self, id: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
+        inst = self._get_inst(id)
+        action, state = query.get("action", ""), self._state(inst)
+        if action not in ("START", "STOP"):
+            raise ApiError(400, "InvalidParameter", f"Unsupported action {action!r}")
+        if state not in ("RUNNING", "STOPPED", "STARTING"):
+            raise ApiError(409, "IncorrectState", f"Instance {id} is {state}")
+        if action == "START" and state == "STOPPED":
+            inst.stopped, inst.started_at = False, time.monotonic()
+        elif action == "STOP":
+            inst.stopped, inst.started_at = True, None
+        self.actions.append((id, action))
+        return 200, self._instance_json(inst), {}
+
     def _list_vnic_attachments(self, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
         items = []
         for inst in self.instances.values():
@@ -431,7 +461,10 @@ class Emulator:
             if query.get("instanceId") and query["instanceId"] != inst.data["id"]:
                 continue
             state = self._state(inst)
-            att_state = {"PROVISIONING": "ATTACHING", "RUNNING": "ATTACHED", "TERMINATING": "DETACHING"}.get(state, "DETACHED")
+            att_state = {
+                "PROVISIONING": "ATTACHING", "RUNNING": "ATTACHED", "STARTING": "ATTACHED", "STOPPED": "ATTACHED",
+                "TERMINATING": "DETACHING",
+            }.get(state, "DETACHED")  # a stopped instance keeps its VNIC
             items.append({
                 "id": inst.attachment_id, "instanceId": inst.data["id"], "vnicId": inst.vnic["id"],
                 "subnetId": inst.vnic["subnetId"], "lifecycleState": att_state,
