@@ -297,6 +297,24 @@ def test_image_verification_checks_that_apply_here(cluster, check: str) -> None:
         assert imagechecks.ALL[check](run) == [], n.name
 
 
+def test_rerun_boots_a_stopped_vm_again(cluster, image: testimage.TestImage) -> None:
+    """A node whose qemu died shows as STOPPED; launch again boots it from its own disk, nothing new is made."""
+    settings, nodes = cluster
+    last = nodes[-1].name
+    record = next(r for r in LocalProvider(settings).records() if r.name == last)
+    close_connections(settings, [n for n in nodes if n.name == last])
+    assert proc.terminate(record.pid, "qemu-system", record.overlay)
+    assert {n.name: n.state for n in LocalProvider(settings).find()}[last] == "STOPPED"
+    again = lifecycle.launch(settings, str(image.disk), wait_cluster=False, console=lifecycle.Console(sys.stderr))
+    states = {n.name: n.state for n in again}
+    assert set(states) == {n.name for n in nodes} and set(states.values()) == {"RUNNING"}, states
+    restarted = next(r for r in LocalProvider(settings).records() if r.name == last)
+    assert restarted.pid != record.pid and restarted.overlay == record.overlay
+    assert ssh(settings, last, "hostname").strip() == last
+    # The same disk and seed: cloud-init recognises its instance and applies nothing twice.
+    assert "status: done" in ssh(settings, last, "cloud-init status --wait")
+
+
 def test_destroy_leaves_nothing_behind(cluster) -> None:
     settings, nodes = cluster
     provider = LocalProvider(settings)
