@@ -84,6 +84,17 @@ def launch(
             con.say(f"note: {note}")
         notes_seen = len(notes)
 
+    def provider_step(action: Callable[[], list[NodeStatus]]) -> list[NodeStatus]:
+        """Start or launch; when it fails, still leave outputs for the nodes that exist."""
+        try:
+            result = action()
+        except NomadicError:
+            say_notes()
+            _write_what_exists(settings, prov, con)
+            raise
+        say_notes()
+        return result
+
     say_notes()
     for warning in plan.warnings:
         con.say(f"warning: {warning}")
@@ -106,13 +117,7 @@ def launch(
     if stopped:
         for n in stopped:
             con.say(f"starting {n.name} (was {n.state})")
-        try:
-            started = prov.start(stopped, con.node)
-        except NomadicError:
-            say_notes()
-            _write_what_exists(settings, prov, con)
-            raise
-        say_notes()
+        started = provider_step(lambda: prov.start(stopped, con.node))
     missing = [n for n in plan.nodes if n.name not in existing]
     launched: list[NodeStatus] = []
     if missing:
@@ -124,13 +129,7 @@ def launch(
             f"cluster {plan.cluster}: {len(existing)} of {len(plan.nodes)} nodes exist; "
             f"launching {', '.join(n.name for n in missing)}"
         )
-        try:
-            launched = prov.launch(plan, missing, user_data, image, con.node)
-        except NomadicError:
-            say_notes()
-            _write_what_exists(settings, prov, con)
-            raise
-        say_notes()
+        launched = provider_step(lambda: prov.launch(plan, missing, user_data, image, con.node))
     else:
         con.say(f"cluster {plan.cluster}: all {len(plan.nodes)} nodes exist; nothing to launch")
     # A started node replaces its stopped status (a local VM's id, its pid, changes on a restart).
