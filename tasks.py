@@ -3,19 +3,65 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task
+from invoke import task as _invoke_task
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
 
 from nomadic import config
-from nomadic.errors import NomadicError
+from nomadic.errors import ConfigError, NomadicError
 
 ROOT = Path(__file__).resolve().parent
 
+# Invoke reads invoke.yaml right after importing this file and answers a broken one with a traceback:
+# check it first, and stop with one line.
+try:
+    config.check_project_file(ROOT)
+except NomadicError as _exc:
+    print(f"error: {_exc}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+# Flags that take whole numbers: shown as INT in --help, and a word given to one is a one-line error.
+INTEGER_FLAGS = {"count", "servers", "port"}
+
+
+class _IntArgument(Argument):
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        if cast and value is not None:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ParseError(f"error: --{self.name} takes a whole number, not {value!r}") from None
+        super().set_value(value, cast=False)
+
+
+class _Task(Task):
+    """Long flags only (the same name means the same flag in every task), integer flags typed as integers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_shortflags", False)
+        super().__init__(*args, **kwargs)
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        arguments = super().get_arguments(ignore_unknown_help)
+        for arg in arguments:
+            if arg.attr_name in INTEGER_FLAGS or arg.name in INTEGER_FLAGS:
+                arg.__class__ = _IntArgument
+                arg.kind = int
+        return arguments
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    return _invoke_task(*args, klass=_Task, **kwargs)
+
 
 def _settings(c: Any, **overrides: Any) -> config.Settings:
-    return config.load(c.config, ROOT, overrides)
+    return config.load(c.config, ROOT, overrides, env=os.environ)
 
 
 def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
@@ -29,6 +75,9 @@ def _user_errors(fn: Callable[..., None]) -> Callable[..., None]:
             raise Exit(f"error: {exc}", code=exc.exit_code) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
+        except OSError as exc:  # a file or folder of ours that the user made unwritable or replaced
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise Exit(f"error: {where}{exc.strerror or exc} (check that folder's type and permissions)", code=1) from None
 
     return wrapper
 
@@ -121,6 +170,10 @@ def launch(
             "oci.allow_paid": True if allow_paid else None,
         },
     )
+    if image_id and settings.cluster.provider is config.Provider.LOCAL:
+        raise ConfigError("--image-id takes an OCI image OCID; the local provider boots a qcow2", hint="pass --image PATH")
+    if image and settings.cluster.provider is config.Provider.OCI:
+        raise ConfigError("--image takes a local qcow2; the oci provider launches an image OCID", hint="pass --image-id OCID")
     commands.launch(settings, image=image_id or image, wait_cluster=wait_cluster)
 
 
@@ -157,11 +210,11 @@ def destroy(c, cluster=None, provider=None, yes=False):
     }
 )
 @_user_errors
-def verify_image(c, host, port=22, user=None, key=None):
+def verify_image(c, host, port=None, user=None, key=None):
     """Run the image verification suite (tests/image) against a booted host over SSH."""
     from nomadic import commands
 
-    commands.verify_image(_settings(c), host=host, port=int(port), user=user, key=key)
+    commands.verify_image(_settings(c), host=host, port=22 if port is None else port, user=user, key=key)
 
 
 ns = Collection(build_image, render, validate, launch, status, destroy, verify_image)

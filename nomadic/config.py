@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
+import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
+from . import files
 from .errors import ConfigError
 
 OCID_RE = re.compile(r"^ocid1\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9-]*\.[a-z0-9]+$")
 # RFC 1123 label, also OCI's hostname_label rule (letter first, max 63; we keep room for the "-NN" suffix).
 CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$|^[a-z]$")
 FREE_TIER_SHAPE = "VM.Standard.E2.1.Micro"
+# Past this a plan is no longer a cluster this tool is meant for, and is refused before any node is named.
+MAX_NODES = 1000
+PROJECT_FILES = ("invoke.yaml", "invoke.yml")
+
+
+def bounded(default: Any, low: float, high: float = math.inf) -> Any:
+    """A numeric setting with its allowed range, declared with the setting itself."""
+    return field(default=default, metadata={"range": (low, high)})
 
 
 def is_flex(shape: str) -> bool:
@@ -63,16 +75,16 @@ class OciSettings:
     availability_domains: tuple[str, ...] = ()
     fault_domains: tuple[str, ...] = ()
     shape: str = FREE_TIER_SHAPE
-    ocpus: float = 1.0
-    memory_gb: float = 6.0
-    boot_volume_gb: int = 50
+    ocpus: float = bounded(1.0, 0.125, 64)
+    memory_gb: float = bounded(6.0, 1, 1024)
+    boot_volume_gb: int = bounded(50, 47, 32768)  # OCI's minimum boot volume is 47 GB
     ssh_user: str = "opc"
     allow_paid: bool = False
-    capacity_rounds: int = 3
-    backoff_base_s: float = 2.0
-    backoff_max_s: float = 60.0
-    poll_interval_s: float = 5.0
-    launch_timeout_s: float = 900.0
+    capacity_rounds: int = bounded(3, 1, 100)
+    backoff_base_s: float = bounded(2.0, 0, 3600)
+    backoff_max_s: float = bounded(60.0, 0, 3600)
+    poll_interval_s: float = bounded(5.0, 0.01, 3600)
+    launch_timeout_s: float = bounded(900.0, 1, 86400)
 
 
 @dataclass(frozen=True)
@@ -87,24 +99,24 @@ class ClusterSettings:
     name: str = "nomadic"
     provider: Provider = Provider.OCI
     datacenter: str = "dc1"
-    count: int = 1
-    servers: int = 0
+    count: int = bounded(1, 1, MAX_NODES)
+    servers: int = bounded(0, 0, MAX_NODES)
     cidr: str = "10.0.0.0/24"
     ssh_public_key: Path = Path("~/.ssh/id_ed25519.pub")
     ssh_private_key: Path = Path("~/.ssh/id_ed25519")
-    wait_timeout_s: float = 600.0
+    wait_timeout_s: float = bounded(600.0, 0, 86400)
 
 
 @dataclass(frozen=True)
 class LocalSettings:
     qemu: str = "qemu-system-x86_64"
     accel: Accel = Accel.AUTO
-    memory_mb: int = 1024
-    cpus: int = 1
-    ssh_port_base: int = 2220
-    cluster_port_base: int = 40000
+    memory_mb: int = bounded(1024, 64, 1 << 20)
+    cpus: int = bounded(1, 1, 256)
+    ssh_port_base: int = bounded(2220, 1024, 65535)
+    cluster_port_base: int = bounded(40000, 1024, 65535)
     ssh_user: str = "almalinux"
-    boot_timeout_s: float = 900.0
+    boot_timeout_s: float = bounded(900.0, 1, 86400)
     # Direct kernel boot (images without a boot loader, e.g. the VM tests' image); empty: boot from the disk.
     kernel: str = ""
     initrd: str = ""
@@ -209,6 +221,33 @@ def _parser_for(default: Any) -> Callable[[Any], Any]:
     return lambda raw: "" if raw is None else str(raw).strip()
 
 
+SCALARS = (str, int, float, bool)
+
+
+def _shape_problem(value: Any, is_list: bool) -> str | None:
+    """Why a raw value cannot be a setting's value (a mapping, a nested list), or None."""
+    if isinstance(value, SCALARS):
+        return None
+    if is_list and isinstance(value, (list, tuple)):
+        if all(isinstance(item, SCALARS) for item in value):
+            return None
+        return "expected a list of plain values"
+    return "expected a list of plain values" if is_list else "expected a single value, not a list or mapping"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _range_problem(f: Any, value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "expected a finite number"
+    low, high = f.metadata.get("range", (-math.inf, math.inf))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+        return f"expected a number from {_num(low)} to {_num(high)}" if high != math.inf else f"expected at least {_num(low)}"
+    return None
+
+
 def _section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
     values: dict[str, Any] = {}
     known = {f.name for f in fields(cls)}
@@ -223,14 +262,49 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
         if raw.get(f.name) is None:
             values[f.name] = parse(_to_yaml_default(f.default))
             continue
+        value = raw[f.name]
         try:
-            values[f.name] = parse(raw[f.name])
-        except (TypeError, ValueError) as exc:
+            problem = _shape_problem(value, isinstance(f.default, tuple))
+            if problem:
+                raise ValueError(problem)
+            values[f.name] = parse(value)
+            problem = _range_problem(f, values[f.name])
+            if problem:
+                raise ValueError(problem)
+        except (TypeError, ValueError, OverflowError) as exc:
+            shown = value if isinstance(value, SCALARS) else type(value).__name__
             raise ConfigError(
-                f"setting {name}.{f.name} = {raw[f.name]!r} is invalid: {exc}",
+                f"setting {name}.{f.name} = {shown!r} is invalid: {exc}",
                 hint=f"fix it in invoke.yaml, {_env_name(name, f.name)} or the task flag",
             ) from None
     return cls(**values)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    if not endpoint:
+        return
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"setting oci.endpoint = {endpoint!r} is not an http(s) URL",
+            hint="give a URL like https://iaas.us-ashburn-1.oraclecloud.com, or leave it empty for the region's own",
+        )
+
+
+def _check_size(cl: ClusterSettings, local: LocalSettings) -> None:
+    """The count against the network and the local port ranges, before anything is planned or named."""
+    usable = ipaddress.IPv4Network(cl.cidr).num_addresses - 3  # OCI keeps the first two and the last address
+    if cl.count > usable:
+        raise ConfigError(
+            f"setting cluster.count = {cl.count} does not fit cluster.cidr = {cl.cidr} ({max(usable, 0)} usable addresses)",
+            hint="lower --count or give a larger subnet",
+        )
+    for key, base in (("ssh_port_base", local.ssh_port_base), ("cluster_port_base", local.cluster_port_base)):
+        if base + cl.count > 65535:
+            raise ConfigError(
+                f"setting local.{key} = {base} leaves no port for node {cl.count} (ports go up to 65535)",
+                hint=f"lower local.{key} (INVOKE_LOCAL_{key.upper()})",
+            )
 
 
 def _check(settings: Settings) -> None:
@@ -254,18 +328,71 @@ def _check(settings: Settings) -> None:
                 f"setting oci.{key} = {value!r} is not an OCID",
                 hint="copy it from the OCI console; it looks like ocid1.<type>.oc1..<unique id>",
             )
-    positive = {
-        "local.memory_mb": settings.local.memory_mb,
-        "local.cpus": settings.local.cpus,
-        "oci.boot_volume_gb": settings.oci.boot_volume_gb,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"setting {key} = {value} must be at least 1")
+    _check_endpoint(settings.oci.endpoint)
+    _check_size(cl, settings.local)
 
 
-def load(invoke_config: Mapping[str, Any], root: Path, overrides: Mapping[str, Any] | None = None) -> Settings:
+def check_env(env: Mapping[str, str]) -> None:
+    """An INVOKE_<SECTION>_<KEY> variable of one of our sections that names no setting is a typo: refuse it."""
+    for var in sorted(env):
+        for name, cls in SECTIONS.items():
+            prefix = f"INVOKE_{name.upper()}_"
+            if var.startswith(prefix) and var[len(prefix):].lower() not in {f.name for f in fields(cls)}:
+                known = ", ".join(_env_name(name, f.name) for f in fields(cls))
+                raise ConfigError(f"environment variable {var} names no setting", hint=f"known: {known}")
+
+
+def _invoke_own_keys() -> set[str]:
+    from invoke import Config
+
+    return set(Config.global_defaults())
+
+
+def check_project_file(root: Path) -> None:
+    """invoke.yaml as Invoke will merge it: one mapping of known sections, each a mapping of plain values.
+
+    Run before Invoke reads the file, which would answer a syntax error, a tab, a list or a scalar section with
+    a traceback, and silently keep the last of two duplicate keys.
+    """
+    for name in PROJECT_FILES:
+        path = root / name
+        if not os.path.lexists(path):
+            continue
+        hint = f"fix {name}; invoke.example.yaml lists every setting"
+        data = files.load_yaml(path, "settings file", hint)
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path} must be a mapping of sections (oci:, build:, cluster:, local:)", hint=hint)
+        own = _invoke_own_keys()
+        for section, body in data.items():
+            if section in own:
+                continue
+            if section not in SECTIONS:
+                raise ConfigError(
+                    f"{path}: unknown section {section!r}", hint=f"known sections: {', '.join(SECTIONS)}"
+                )
+            if body is not None and not isinstance(body, Mapping):
+                raise ConfigError(
+                    f"{path}: section {section} must be a mapping of settings, not {type(body).__name__}",
+                    hint=f"write it as '{section}:' followed by indented 'key: value' lines",
+                )
+            for key, value in (body or {}).items():
+                if isinstance(value, Mapping):
+                    raise ConfigError(
+                        f"setting {section}.{key} in {path} is a mapping; it takes a single value",
+                        hint=f"see invoke.example.yaml for {section}.{key}",
+                    )
+
+
+def load(
+    invoke_config: Mapping[str, Any],
+    root: Path,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
     """Build Settings from Invoke's merged config; `overrides` ('section.key' -> value, None = not given) win."""
+    check_env(env or {})
     merged: dict[str, dict[str, Any]] = {}
     for name in SECTIONS:
         section = invoke_config.get(name) or {}

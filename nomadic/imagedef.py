@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from .config import OCID_RE
+from . import files
 from .errors import ConfigError
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
@@ -145,12 +145,7 @@ def load(name: str, images_dir: Path | None = None) -> ImageDef:
     if not path.is_file():
         choices = ", ".join(available(images_dir)) or "none"
         raise ConfigError(f"image definition {path} not found", hint=f"set build.image or --image to one of: {choices}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}", hint=str(getattr(exc, "problem", "")) or None) from None
+    data = files.load_yaml(path, "image definition", f"fix {path}; images/almalinux9.yaml shows every key")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: must be a mapping of keys", hint="see images/almalinux9.yaml")
     return parse(path, data)

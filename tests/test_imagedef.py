@@ -102,7 +102,7 @@ def test_missing_definition_lists_the_available_ones(tmp_path: Path) -> None:
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("name: broken\nversions: [\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML at line"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml at line 3: "):
         imagedef.load("broken", tmp_path)
 
 

@@ -78,9 +78,9 @@ def test_user_errors_are_one_line_through_invoke(emu: Emulator, tmp_path: Path) 
     env = env_for(emu, tmp_path, INVOKE_OCI_PROFILE="NOPE")
     run = invoke(root, env, "launch", "--count", "1", "--image-id", IMAGE)
     assert run.returncode == 1
-    assert run.stderr.strip().count("\n") == 0 and "profile NOPE: the profile is not in the file" in run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "setting oci.profile = 'NOPE': no such profile" in run.stderr
     run = invoke(root, env_for(emu, tmp_path), "launch", "--count", "0", "--image-id", IMAGE)
-    assert run.returncode == 1 and "at least 1 node" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1 and "setting cluster.count = 0 is invalid" in run.stderr and "Traceback" not in run.stderr
     run = invoke(root, env_for(emu, tmp_path), "launch", "--count", "1")
     assert run.returncode == 1 and "no OCI image recorded" in run.stderr
     assert emu.launch_calls() == 0
