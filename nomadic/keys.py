@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import files
 from .config import Settings
 from .errors import ConfigError
 
@@ -52,13 +53,12 @@ def _check_key(value: object, name: str, path: Path) -> str:
 
 def load(path: Path) -> GossipKeys:
     """Read and check a key file; a broken one is an error naming the file, never silently replaced."""
+    hint = f"fix or delete {path} (deleting makes new keys; a running cluster then needs them rotated in)"
+    text = files.read_text(path, "gossip key file", hint, limit=files.KEY_LIMIT)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read gossip keys from {path}: {exc.__class__.__name__}",
-            hint=f"fix or delete {path} (deleting makes new keys; a running cluster then needs them rotated in)",
-        ) from None
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"gossip key file {path} is not JSON (line {exc.lineno})", hint=hint) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a JSON object of keys", hint=f"fix or delete {path}")
     return GossipKeys(consul=_check_key(data.get("consul"), "consul", path), nomad=_check_key(data.get("nomad"), "nomad", path))
@@ -88,35 +88,99 @@ def _write_new(path: Path, keys: GossipKeys) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def load_or_create(settings: Settings) -> GossipKeys:
-    """The cluster's keys: read from secrets/<cluster>/ if present, else generated once and stored there."""
+def planned(settings: Settings) -> tuple[GossipKeys, bool]:
+    """The cluster's keys without writing anything: (stored keys, False), or (fresh keys, True) to store later."""
+    path = key_path(settings)
+    if os.path.lexists(path):
+        return load(path), False
+    return generate(), True
+
+
+def store(settings: Settings, keys: GossipKeys) -> GossipKeys:
+    """Keep `keys` in secrets/<cluster>/ (0600) unless a run at the same time stored its own first: those win."""
     path = key_path(settings)
     _private_dir(settings.secrets_dir.parent)
     _private_dir(settings.secrets_dir)
-    if not path.exists():
-        _write_new(path, generate())
+    if not path.exists() and _write_new(path, keys):
+        return keys
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)  # a copy restored with a loose mode is tightened, not rejected
     return load(path)
 
 
-PUBLIC_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+def forget_new(settings: Settings) -> None:
+    """Undo `store` of keys that no node has received (a launch refused before it created anything)."""
+    key_path(settings).unlink(missing_ok=True)
+    for folder in (settings.secrets_dir, settings.secrets_dir.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty: other clusters' keys stay
+
+
+def load_or_create(settings: Settings) -> GossipKeys:
+    """The cluster's keys: read from secrets/<cluster>/ if present, else generated once and stored there."""
+    return store(settings, planned(settings)[0])
+
+
+# The key types OpenSSH accepts in authorized_keys today (ssh-dss is disabled since OpenSSH 7.0).
+PUBLIC_KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+PUBLIC_KEY_HINT = "point it at the .pub file (e.g. ~/.ssh/id_ed25519.pub) holding one key line, never at the private key"
+
+
+def _blob_type(blob: bytes) -> str | None:
+    """The key type an SSH wire-format key blob starts with (uint32 length, then the name), or None."""
+    if len(blob) < 4:
+        return None
+    size = int.from_bytes(blob[:4], "big")
+    if size > 64 or len(blob) < 4 + size + 4:  # a name, then at least one more field
+        return None
+    try:
+        return blob[4 : 4 + size].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def public_key_problem(text: str) -> str | None:
+    """Why `text` is not exactly one OpenSSH public key line (type, base64 key blob of that type, comment)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        return f"it holds {len(lines)} lines; it must hold exactly one public key line"
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or parts[0] not in PUBLIC_KEY_TYPES:
+        return "it does not start with a known OpenSSH key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-...)"
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "its key is not base64"
+    if _blob_type(blob) != parts[0]:
+        return f"its key data is not an {parts[0]} key"
+    if len(parts) == 3 and not parts[2].isprintable():
+        return "its comment has control characters"
+    return None
 
 
 def ssh_public_key(settings: Settings) -> str:
-    """cluster.ssh_public_key's text, refused unless it is an OpenSSH public key (never a private key sent to OCI)."""
+    """cluster.ssh_public_key's one key line, refused unless it is exactly an OpenSSH public key.
+
+    Whatever is accepted here goes into instance metadata and the local seed, so nothing else may pass: not a
+    private key, not a public key line with anything after it.
+    """
     path = settings.cluster.ssh_public_key.expanduser()
-    try:
-        key = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise ConfigError(
-            f"setting cluster.ssh_public_key = {path}: cannot read it ({reason})",
-            hint="create a key with 'ssh-keygen -t ed25519' or point the setting at your public key",
-        ) from None
-    if not key.startswith(PUBLIC_KEY_PREFIXES):
-        raise ConfigError(
-            f"setting cluster.ssh_public_key = {path} is not an OpenSSH public key",
-            hint="point it at the .pub file (e.g. ~/.ssh/id_ed25519.pub), never at the private key",
-        )
-    return key
+    what = "setting cluster.ssh_public_key ="
+    text = files.read_text(path, what, "create a key with 'ssh-keygen -t ed25519' or point the setting at your .pub file",
+                           limit=files.KEY_LIMIT)
+    problem = public_key_problem(text)
+    if problem:
+        raise ConfigError(f"{what} {path} is not an OpenSSH public key: {problem}", hint=PUBLIC_KEY_HINT)
+    return " ".join(text.strip().split(None, 2))

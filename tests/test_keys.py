@@ -54,7 +54,7 @@ def test_a_loose_mode_is_tightened(settings: config.Settings):
 @pytest.mark.parametrize(
     "content, fragment",
     [
-        ("{not json", "cannot read gossip keys"),
+        ("{not json", "is not JSON"),
         ("[]", "not a JSON object"),
         ('{"consul": "QUJD", "nomad": "QUJD"}', "is 3 bytes, not 32"),
         ('{"consul": "!!!not base64!!!", "nomad": "x"}', "not base64"),
@@ -87,15 +87,38 @@ def _with_key(tmp_path: Path, text: str | bytes) -> config.Settings:
     return config.load({"cluster": {"ssh_public_key": str(key)}}, tmp_path)
 
 
+# An ed25519 public key line: the blob is the wire format (type name, then 32 key bytes), written out by hand.
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vbWFkaWMtdW5pdC10ZXN0LW9ubHkta2V5LTMyYnl0"
+
+
 def test_ssh_public_key_is_read_and_stripped(tmp_path: Path) -> None:
-    assert keys.ssh_public_key(_with_key(tmp_path, "ssh-ed25519 AAAAC3Nz me@host\n")) == "ssh-ed25519 AAAAC3Nz me@host"
+    assert keys.ssh_public_key(_with_key(tmp_path, f"  {ED25519}   me@host \n")) == f"{ED25519} me@host"
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (f"{ED25519} me\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n", "holds 3 lines"),
+        ("ssh-this is not a key\n", "known OpenSSH key type"),
+        ("ssh-ed25519 AAAA%%%% me\n", "not base64"),
+        (ED25519.replace("ssh-ed25519", "ssh-rsa") + " me\n", "not an ssh-rsa key"),
+        ("ssh-dss AAAAB3NzaC1kc3MAAACBAP me\n", "known OpenSSH key type"),
+        ('command="rm -rf /" ' + ED25519 + "\n", "known OpenSSH key type"),
+    ],
+)
+def test_only_an_exact_public_key_line_is_accepted(tmp_path: Path, text, problem) -> None:
+    with pytest.raises(ConfigError) as info:
+        keys.ssh_public_key(_with_key(tmp_path, text))
+    message = str(info.value)
+    assert problem in message and "cluster.ssh_public_key" in message and "\n" not in message
+    assert "b3BlbnNzaC1rZXktdjEA" not in message
 
 
 @pytest.mark.parametrize(
     "text, fragment",
     [
         ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEA\n", "not an OpenSSH public key"),
-        (b"\xff\xfe\x00binary", "cannot read it"),
+        (b"\xff\xfe\x00binary", "is not UTF-8 text"),
     ],
 )
 def test_a_private_or_binary_key_is_refused_without_showing_it(tmp_path: Path, text, fragment) -> None:

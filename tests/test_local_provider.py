@@ -45,7 +45,7 @@ def free_base(count: int, start: int, check) -> int:
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
     pub = tmp_path / "id.pub"
-    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeButWellFormedForTheSeedOnly test\n")
+    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vbWFkaWMtbG9jYWwtdm0tdGVzdC1rZXktMzJieXRl test\n")
     return pub
 
 

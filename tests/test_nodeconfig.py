@@ -299,7 +299,9 @@ def test_the_size_check_counts_user_data_after_base64():
 
 def test_render_fails_before_writing_when_a_node_is_over_the_limit(tmp_path: Path):
     key = tmp_path / "huge.pub"
-    key.write_text("ssh-rsa " + "A" * 30_000)
+    # A well-formed ssh-rsa line (type name, then a 22,000-byte field), far over OCI's metadata limit.
+    blob = b"\x00\x00\x00\x07ssh-rsa" + (22_000).to_bytes(4, "big") + b"\x01" * 22_000
+    key.write_text("ssh-rsa " + base64.b64encode(blob).decode() + " big@host\n")
     s = config.load({"cluster": {"count": 2, "ssh_public_key": str(key)}}, tmp_path)
     with pytest.raises(ConfigError, match="nomadic-01"):
         nodeconfig.write_nodes(s, make_plan(s.cluster))

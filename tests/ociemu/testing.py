@@ -11,7 +11,7 @@ from nomadic.config import Target
 
 from .server import COMPARTMENT, IMAGE, SUBNET, Emulator, write_oci_config
 
-SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKn0m4d1cTestKeyOnlyForTheEmulatorXXXXXXXXXXXX test@nomadic"
+SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vbWFkaWMtZW11bGF0b3ItdGVzdC1rZXktMzJieXRl test@nomadic"
 
 
 def env_for(emu: Emulator, root: Path, **extra: str) -> dict[str, str]:
