@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,60 +90,22 @@ def oci_problems(settings: Settings, image: ImageDef, version: packer.Version | 
 
 
 def _oci_config_problems(settings: Settings, version: packer.Version | None) -> list[ConfigError]:
-    oci = settings.oci
-    cfg_path = oci.config_file.expanduser()
-    fix = "create it with `oci setup config`, point oci.config_file (INVOKE_OCI_CONFIG_FILE) at yours, or set oci.auth = instance_principal on an OCI instance"
-    if not cfg_path.is_file():
-        return [
-            ConfigError(
-                f"OCI config file {cfg_path} not found (settings oci.config_file = {cfg_path}, oci.profile = {oci.profile})",
-                hint=fix,
-            )
-        ]
-    parser = configparser.ConfigParser(interpolation=None)
+    from . import ociconfig
+
     try:
-        parser.read(cfg_path, encoding="utf-8")
-    except configparser.Error as exc:
-        # Only the error's kind and line: its text can quote the line, and the file holds key material.
-        line = getattr(exc, "lineno", None)
-        where = f" at line {line}" if line else ""
-        return [ConfigError(f"OCI config file {cfg_path} is not a valid INI file ({type(exc).__name__}{where})", hint=fix)]
-    # configparser folds [DEFAULT] into every section, exactly as the OCI SDK reads it.
-    if oci.profile == "DEFAULT":
-        profile = dict(parser.defaults())
-    elif parser.has_section(oci.profile):
-        profile = dict(parser.items(oci.profile))
-    else:
-        profile = {}
-    if not profile:
-        known = ", ".join((["DEFAULT"] if parser.defaults() else []) + parser.sections()) or "none"
+        profile = ociconfig.read_profile(settings)
+    except ConfigError as exc:
+        return [exc]
+    if version is not None and not packer.has_plugins(version) and profile.is_pkcs8:
+        key = profile.key_file
         return [
             ConfigError(
-                f"profile {oci.profile!r} not found in OCI config file {cfg_path} (settings oci.profile, oci.config_file)",
-                hint=f"profiles in that file: {known}; set oci.profile (INVOKE_OCI_PROFILE)",
+                f"Packer {packer.show_version(version)} reads only PKCS#1 API keys ('BEGIN RSA PRIVATE KEY'); "
+                f"{key} is PKCS#8",
+                hint=f"convert a copy: openssl rsa -in {key} -traditional -out {key.with_suffix('.rsa.pem')} "
+                "and point key_file at it, or use Packer >= 1.7",
             )
         ]
-    missing = [k for k in ("user", "fingerprint", "tenancy", "key_file") if not profile.get(k)]
-    if missing:
-        return [ConfigError(f"profile {oci.profile!r} in {cfg_path} lacks {', '.join(missing)}", hint=fix)]
-    if not (oci.region or profile.get("region")):
-        return [ConfigError(f"profile {oci.profile!r} in {cfg_path} has no region and oci.region is empty")]
-    key = Path(profile["key_file"]).expanduser()
-    if not key.is_absolute():
-        key = cfg_path.parent / key
-    if not key.is_file():
-        return [ConfigError(f"key_file {key} of profile {oci.profile!r} in {cfg_path} not found", hint=fix)]
-    if version is not None and not packer.has_plugins(version):
-        head = key.read_text(encoding="utf-8", errors="replace")[:64]
-        if "BEGIN PRIVATE KEY" in head or "BEGIN ENCRYPTED PRIVATE KEY" in head:
-            return [
-                ConfigError(
-                    f"Packer {packer.show_version(version)} reads only PKCS#1 API keys ('BEGIN RSA PRIVATE KEY'); "
-                    f"{key} is PKCS#8",
-                    hint=f"convert a copy: openssl rsa -in {key} -traditional -out {key.with_suffix('.rsa.pem')} "
-                    "and point key_file at it, or use Packer >= 1.7",
-                )
-            ]
     return []
 
 
@@ -171,42 +133,59 @@ def _qemu_tools(settings: Settings) -> None:
 # ---- rendering -----------------------------------------------------------------------------------------------
 
 
-def _build_key(directory: Path) -> str:
-    """The qemu build's login key (made once per build dir, mode 0600); returns the public key line."""
+@dataclass(frozen=True)
+class RenderedImage:
+    """Everything build/packer/<image>/ will hold, in memory: checked before a byte of it is written."""
+
+    out: Path
+    files: dict[str, str]
+    scripts: tuple[str, ...]
+    new_build_key: bytes | None = field(default=None, repr=False)  # a private key to store, when made now
+    build_key_pub: str = ""
+
+
+def _build_key(directory: Path) -> tuple[str, bytes | None]:
+    """The qemu build's login key: (public line, None) when kept from an earlier render, else a new key's
+    (public line, private PEM) for _write to store with mode 0600."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     private, public = directory / "build_key", directory / "build_key.pub"
-    if not (private.is_file() and public.is_file()):
-        directory.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        public.write_text(pub.decode() + " nomadic-build\n", encoding="utf-8")
-    return public.read_text(encoding="utf-8").strip()
+    if private.is_file() and public.is_file():
+        return public.read_text(encoding="utf-8").strip(), None
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return pub.decode() + " nomadic-build", pem
 
 
-def _render(settings: Settings, image: ImageDef, version: packer.Version, probe: bool = False) -> list[Path]:
+def _prepare(settings: Settings, image: ImageDef, version: packer.Version, probe: bool = False) -> RenderedImage:
     out = build_dir(settings, image.name)
-    ctx = packer.build_context(settings, image, version, accelerator(settings, probe), _build_key(out / "ssh"))
-    files = packer.render_files(ctx)
+    pub, pem = _build_key(out / "ssh")
+    ctx = packer.build_context(settings, image, version, accelerator(settings, probe), pub)
+    return RenderedImage(out, packer.render_files(ctx), tuple(ctx["scripts"]), pem, pub)
+
+
+def _write(rendered: RenderedImage) -> list[Path]:
+    out = rendered.out
+    if rendered.new_build_key is not None:
+        (out / "ssh").mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / "ssh" / "build_key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(rendered.new_build_key)
+        (out / "ssh" / "build_key.pub").write_text(rendered.build_key_pub + "\n", encoding="utf-8")
     # Rendered trees are rewritten whole; Packer's output, manifest, logs and cache stay.
     for sub in ("nomadic-files", "seed", "scripts"):
         shutil.rmtree(out / sub, ignore_errors=True)
     (out / packer.PLUGINS_FILE).unlink(missing_ok=True)
     written: list[Path] = []
-    for rel, text in files.items():
+    for rel, text in rendered.files.items():
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     (out / "scripts").mkdir()
-    for name in ctx["scripts"]:
+    for name in rendered.scripts:
         dst = out / "scripts" / name
         shutil.copyfile(packer.SCRIPTS_DIR / name, dst)
         dst.chmod(0o755)
@@ -214,17 +193,30 @@ def _render(settings: Settings, image: ImageDef, version: packer.Version, probe:
     return written
 
 
-def render_templates(settings: Settings) -> list[Path]:
-    """Render the Packer template (both sources), seed, files and scripts into build/packer/<image>/."""
+def _render(settings: Settings, image: ImageDef, version: packer.Version, probe: bool = False) -> list[Path]:
+    return _write(_prepare(settings, image, version, probe))
+
+
+def prepare_templates(settings: Settings) -> RenderedImage:
+    """Render the Packer template (both sources), seed, files and scripts in memory; nothing is written."""
     image = imagedef.load(settings.build.image)
     try:
         version = packer_version(settings)
     except ToolMissing:
         version = (1, 6, 6)
         _say(f"{settings.build.packer} not found; rendering for Packer < 1.7 (no plugins file)")
-    paths = _render(settings, image, version)
-    _say(f"rendered {len(paths)} files into {build_dir(settings, image.name)}")
+    return _prepare(settings, image, version)
+
+
+def write_templates(rendered: RenderedImage) -> list[Path]:
+    paths = _write(rendered)
+    _say(f"rendered {len(paths)} files into {rendered.out}")
     return paths
+
+
+def render_templates(settings: Settings) -> list[Path]:
+    """Render the Packer template (both sources), seed, files and scripts into build/packer/<image>/."""
+    return write_templates(prepare_templates(settings))
 
 
 def _packer_env(settings: Settings) -> dict[str, str]:

@@ -5,7 +5,6 @@ The `oci` package is imported inside these functions only, so that `invoke --lis
 
 from __future__ import annotations
 
-import configparser
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +25,6 @@ class Session:
     endpoint: str
 
 
-def _profiles(path: str) -> list[str]:
-    parser = configparser.ConfigParser(default_section="\0")
-    try:
-        parser.read(path, encoding="utf-8")
-    except configparser.Error:
-        return []
-    return parser.sections()  # with default_section "\0", a [DEFAULT] profile is an ordinary section
-
-
 def session(settings: Settings) -> Session:
     """Read the profile (or instance principal) and build the signer; every problem is a one-line ConfigError."""
     import oci
@@ -48,30 +38,14 @@ def session(settings: Settings) -> Session:
                 f"instance principal authentication failed ({type(exc).__name__})",
                 hint="set oci.auth = api_key unless this runs on an OCI instance in a dynamic group with a policy",
             ) from None
-        config = {"region": o.region or signer.region}
-        return Session(config, signer, signer.tenancy_id, o.endpoint)
+        return Session({"region": o.region or signer.region}, signer, signer.tenancy_id, o.endpoint)
 
-    path = o.config_file.expanduser()
-    where = f"OCI config file {path}, profile {o.profile}"
-    if not path.is_file():
-        raise ConfigError(
-            f"{where}: the file does not exist",
-            hint="create it with 'oci setup config', or set oci.config_file (INVOKE_OCI_CONFIG_FILE)",
-        )
-    try:
-        config = oci.config.from_file(str(path), o.profile)
-    except oci.exceptions.ProfileNotFound:
-        known = ", ".join(_profiles(str(path))) or "none"
-        raise ConfigError(
-            f"{where}: the profile is not in the file (profiles there: {known})",
-            hint="set oci.profile (INVOKE_OCI_PROFILE) to one of them",
-        ) from None
-    except oci.exceptions.InvalidConfig as exc:
-        raise ConfigError(f"{where} is incomplete: {exc}", hint="'oci setup config' writes a complete profile") from None
-    except Exception as exc:  # unreadable or not an INI file; its text can quote key material, so only its kind
-        raise ConfigError(
-            f"{where} cannot be read ({type(exc).__name__})", hint="check the file's format and permissions"
-        ) from None
+    from . import ociconfig
+
+    profile = ociconfig.read_profile(settings)
+    where = f"OCI config file {profile.path}, profile {profile.name}"
+    config: dict[str, Any] = dict(profile.values)
+    config["key_file"] = str(profile.key_file)
     if o.region:
         config["region"] = o.region
     try:
@@ -79,13 +53,13 @@ def session(settings: Settings) -> Session:
             tenancy=config["tenancy"],
             user=config["user"],
             fingerprint=config["fingerprint"],
-            private_key_file_location=config.get("key_file"),
-            pass_phrase=oci.config.get_config_value_or_default(config, "pass_phrase"),
-            private_key_content=config.get("key_content"),
+            private_key_file_location=None,
+            pass_phrase=config.get("pass_phrase"),
+            private_key_content=profile.key_pem,
         )
-    except Exception as exc:  # missing or encrypted key file, wrong passphrase
+    except Exception as exc:  # an encrypted key without (or with the wrong) pass_phrase, or not a key at all
         raise ConfigError(
-            f"{where}: the API signing key {config.get('key_file')} cannot be loaded ({type(exc).__name__})",
+            f"{where}: the API signing key {profile.key_file} cannot be loaded ({type(exc).__name__})",
             hint="fix key_file (and pass_phrase) in that profile",
         ) from None
     return Session(config, signer, config["tenancy"], o.endpoint)

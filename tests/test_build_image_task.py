@@ -94,15 +94,15 @@ def test_oci_config_file_missing_names_file_and_profile(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "config"
     env = {**OCI_ENV, "INVOKE_OCI_CONFIG_FILE": str(missing), "INVOKE_OCI_PROFILE": "WORK"}
     line = one_line_error(invoke(project(tmp_path), env, "build-image", "--target", "oci", "--dry-run"))
-    assert f"OCI config file {missing} not found" in line and "oci.profile = WORK" in line
+    assert f"setting oci.config_file = {missing} does not exist" in line and "oci setup config" in line
 
 
 def test_oci_profile_missing_names_both(tmp_path: Path) -> None:
     require_tool("packer")
     env = oci_env(tmp_path, INVOKE_OCI_PROFILE="WORK")
     line = one_line_error(invoke(project(tmp_path), env, "build-image", "--target", "oci", "--dry-run"))
-    assert "profile 'WORK' not found in OCI config file" in line and str(tmp_path / "oci" / "config") in line
-    assert "profiles in that file: DEFAULT" in line
+    assert "setting oci.profile = 'WORK': no such profile in" in line and str(tmp_path / "oci" / "config") in line
+    assert "profiles there: DEFAULT" in line
 
 
 def test_oci_subnet_unset_is_named(tmp_path: Path) -> None:

@@ -240,7 +240,7 @@ def test_packer_validate_without_oci_config_checks_qemu_only_and_says_so(
     s = settings_for(tmp_path, {"config_file": str(tmp_path / "missing")})
     imagebuild.validate_templates(s)
     err = capsys.readouterr().err
-    assert "validating only the qemu source: OCI config file" in err and "(qemu.almalinux)" in err
+    assert "validating only the qemu source: setting oci.config_file" in err and "(qemu.almalinux)" in err
 
 
 def test_packer_validate_really_checks(tmp_path: Path) -> None:
