@@ -34,12 +34,21 @@ def render(settings: Settings) -> None:
     """Plan the cluster, write every node's user-data and HCL, render the image templates, show the plan."""
     import sys
 
-    from . import imagebuild, nodeconfig
+    from . import fsutil, imagebuild, keys, nodeconfig
     from .plan import make_plan
 
+    # Everything is rendered and checked in memory first; only then is anything written.
     plan = make_plan(settings.cluster)
-    imagebuild.render_templates(settings)
-    nodes_dir = nodeconfig.write_nodes(settings, plan)
+    fsutil.check_writable_dirs(settings.build_dir, settings.secrets_dir)
+    gossip, new_keys = keys.planned(settings)
+    rendered = nodeconfig.render_nodes(settings, plan, gossip)
+    image = imagebuild.prepare_templates(settings)
+    if new_keys:
+        stored = keys.store(settings, gossip)
+        if stored != gossip:  # another run stored its keys first: render with those
+            rendered = nodeconfig.render_nodes(settings, plan, stored)
+    imagebuild.write_templates(image)
+    nodes_dir = nodeconfig.write_nodes(settings, plan, rendered)
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(plan_table(plan))

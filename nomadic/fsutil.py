@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> Path:
     """Write beside `path`, then rename over it (a reader sees the old file or the new one)."""
@@ -14,3 +16,15 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> Path:
         fh.write(text)
     tmp.replace(path)
     return path
+
+
+def check_writable_dirs(*folders: Path) -> None:
+    """Each folder, or its nearest existing parent, is a folder we may write: checked before any write."""
+    for folder in folders:
+        probe = folder
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(f"{probe} is not a folder; {folder} must be one", hint=f"move {probe} out of the way")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ConfigError(f"{probe} is not writable; {folder} is written there", hint=f"fix the permissions of {probe}")

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import IO, Callable, Sequence
 
-from . import health, outputs
+from . import health, keys, outputs
 from .config import Settings
 from .errors import ConfigError, NomadicError
 from .plan import Plan, make_plan, server_count
@@ -123,13 +123,19 @@ def launch(
     if missing:
         from . import nodeconfig
 
-        files = nodeconfig.render_nodes(settings, plan)
+        gossip, new_keys = keys.planned(settings)
+        files = nodeconfig.render_nodes(settings, plan, keys.store(settings, gossip) if new_keys else gossip)
         user_data = {n.name: files[n.name].user_data for n in missing}
         con.say(
             f"cluster {plan.cluster}: {len(existing)} of {len(plan.nodes)} nodes exist; "
             f"launching {', '.join(n.name for n in missing)}"
         )
-        launched = provider_step(lambda: prov.launch(plan, missing, user_data, image, con.node))
+        try:
+            launched = provider_step(lambda: prov.launch(plan, missing, user_data, image, con.node))
+        except NomadicError:
+            if new_keys and not existing and not prov.find():
+                keys.forget_new(settings)  # refused before any node got them: leave no trace
+            raise
     else:
         con.say(f"cluster {plan.cluster}: all {len(plan.nodes)} nodes exist; nothing to launch")
     # A started node replaces its stopped status (a local VM's id, its pid, changes on a restart).
@@ -189,8 +195,8 @@ def destroy(
     prov = provider or get_provider(settings)
     nodes = [n for n in prov.find() if n.state.upper() != "TERMINATED"]
     if not nodes:
+        # Outputs stay: with no nodes of this provider they may describe another provider's live cluster.
         con.say(f"cluster {settings.cluster.name}: no nodes found; nothing to destroy")
-        outputs.remove(settings)
         return []
     con.say(outputs.table(nodes))
     if not yes:

@@ -134,15 +134,15 @@ def check_metadata_size(metadata: Mapping[str, str], node: str | None = None) ->
 
 
 def _ssh_public_key(settings: Settings) -> str | None:
-    try:
-        return gossip.ssh_public_key(settings)
-    except ConfigError:
-        return None  # render works without it; the launcher checks the key and the size again
+    """The key that launch will send; render works without one, but a file that is there must be a public key."""
+    if not os.path.lexists(settings.cluster.ssh_public_key.expanduser()):
+        return None  # the launcher requires it
+    return gossip.ssh_public_key(settings)
 
 
-def render_nodes(settings: Settings, plan: Plan) -> dict[str, NodeFiles]:
+def render_nodes(settings: Settings, plan: Plan, keys: gossip.GossipKeys | None = None) -> dict[str, NodeFiles]:
     """Every node's files (keys loaded or created once for the cluster); each checked against OCI's size limit."""
-    keys = gossip.load_or_create(settings)
+    keys = keys or gossip.load_or_create(settings)
     ssh_key = _ssh_public_key(settings)
     rendered: dict[str, NodeFiles] = {}
     for node in plan.nodes:
@@ -162,12 +162,13 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def write_nodes(settings: Settings, plan: Plan) -> Path:
-    """Render every node, then replace build/<cluster>/nodes/ as a whole (no stale nodes, nothing half-written).
+def write_nodes(settings: Settings, plan: Plan, rendered: Mapping[str, NodeFiles] | None = None) -> Path:
+    """Replace build/<cluster>/nodes/ with the rendered nodes as a whole (no stale nodes, nothing half-written).
 
     The files carry the gossip keys, so the folders are 0700 and the files 0600.
     """
-    rendered = render_nodes(settings, plan)
+    if rendered is None:
+        rendered = render_nodes(settings, plan)
     target = nodes_dir(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".nodes-", dir=target.parent))  # mkdtemp: mode 0700

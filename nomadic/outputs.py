@@ -109,18 +109,38 @@ def table(nodes: Sequence[NodeStatus], health: dict[str, str] | None = None) -> 
     return format_table(header, rows)
 
 
+# Which provider's nodes the outputs describe: only that provider's destroy removes them.
+PROVIDER_MARK = ".provider"
+
+
 def write(settings: Settings, nodes: Sequence[NodeStatus]) -> list[Path]:
     folder = settings.cluster_dir
     folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / PROVIDER_MARK, settings.cluster.provider.value + "\n")
     written = []
     for name, text in ((INVENTORY, inventory_text(settings, nodes)), (SSH_CONFIG, ssh_config_text(settings, nodes))):
         written.append(write_text_atomic(folder / name, text))
     return written
 
 
+def written_by(settings: Settings) -> str | None:
+    """The provider whose launch wrote this cluster's outputs (None: no mark, outputs of an older version)."""
+    try:
+        return (settings.cluster_dir / PROVIDER_MARK).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def remove(settings: Settings) -> list[Path]:
-    """Forget a destroyed cluster's outputs (and its host keys: the next nodes at these addresses are new)."""
+    """Forget a destroyed cluster's outputs (and its host keys: the next nodes at these addresses are new).
+
+    Outputs another provider wrote for a cluster of the same name describe live nodes: they stay.
+    """
+    mark = written_by(settings)
+    if mark is not None and mark != settings.cluster.provider.value:
+        return []
     removed = []
+    (settings.cluster_dir / PROVIDER_MARK).unlink(missing_ok=True)
     for name in (INVENTORY, SSH_CONFIG, KNOWN_HOSTS):
         path = settings.cluster_dir / name
         if path.exists():

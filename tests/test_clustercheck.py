@@ -132,13 +132,13 @@ def image_templates(monkeypatch):
         from nomadic import imagebuild
     except ImportError:
         imagebuild = types.ModuleType("nomadic.imagebuild")
-        imagebuild.render_templates = lambda s: None
+        imagebuild.write_templates = lambda rendered: None
         imagebuild.validate_templates = lambda s: None
         monkeypatch.setitem(sys.modules, "nomadic.imagebuild", imagebuild)
         import nomadic
 
         monkeypatch.setattr(nomadic, "imagebuild", imagebuild, raising=False)
-    for fn in ("render_templates", "validate_templates"):
+    for fn in ("write_templates", "validate_templates"):
         real = getattr(imagebuild, fn)
 
         def recorder(settings, _real=real, _fn=fn):
@@ -157,7 +157,7 @@ def test_render_prints_the_plan_and_never_a_key(tmp_path: Path, capsys, image_te
     assert lines[0].split() == ["NODE", "ROLE", "ADDRESS", "HOSTNAME"]
     assert lines[1].split() == ["nomadic-01", "server", "10.0.0.2", "nomadic-01"]
     assert lines[7].split() == ["nomadic-07", "client", "10.0.0.8", "nomadic-07"]
-    assert "render_templates" in image_templates
+    assert "write_templates" in image_templates
     stored = keys.load(keys.key_path(s))
     assert stored.consul not in out + err and stored.nomad not in out + err
     assert sorted(p.name for p in nodeconfig.nodes_dir(s).iterdir()) == [f"nomadic-0{i}" for i in range(1, 8)]
@@ -177,7 +177,7 @@ def test_validate_prints_one_line_per_check(tmp_path: Path, capsys, image_templa
     assert len(check_lines) == 3 * 5 + len(clustercheck.check_cluster(node_set(tmp_path, 3)))
     assert any("cloud-init 24.4 schema" in line for line in check_lines)
     assert not any(line.startswith("FAIL") for line in check_lines)
-    assert image_templates == ["render_templates", "validate_templates"]
+    assert image_templates == ["write_templates", "validate_templates"]
 
 
 def test_validate_written_reports_a_broken_user_data(tmp_path: Path):
