@@ -73,6 +73,11 @@ class OciSettings:
     backoff_max_s: float = 60.0
     poll_interval_s: float = 5.0
     launch_timeout_s: float = 900.0
+    # import-image: the Object Storage bucket the qcow2 is uploaded to (created private if missing) and whether
+    # the uploaded object is deleted once the image exists (it counts against the 20 GB Always Free allowance).
+    image_bucket: str = "nomadic-images"
+    delete_uploaded_object: bool = False
+    import_timeout_s: float = 3600.0
 
 
 @dataclass(frozen=True)
