@@ -33,6 +33,9 @@ while read -r kind arg rest; do
     rpm)
       have=$(rpm -q --qf '%{VERSION}' "$arg" 2>/dev/null || true)
       [[ $have == "$rest" ]] || bad "rpm $arg $rest (have: ${have:-none})" ;;
+    locked)
+      grep -Eq "^$arg-([0-9]+:)?${rest//./\\.}-" "$R/etc/dnf/plugins/versionlock.list" 2>/dev/null \
+        || bad "versionlock for $arg $rest" ;;
     exec) [[ -x $R$arg ]] || bad "executable $arg" ;;
     user) getent passwd "$arg" >/dev/null || bad "user $arg" ;;
     file | dir) read -r owner group mode <<<"$rest"; check_path "$kind" "$arg" "$owner" "$group" "$mode" ;;
