@@ -101,6 +101,14 @@ SWAP_FILE = "/swapfile"
 CNI_DIR = "/usr/libexec/cni"
 CNI_PLUGINS = ("bridge", "firewall", "host-local", "loopback", "portmap")
 
+# What OCI needs to boot an image we bake locally and import (paravirtualized launch mode), and what AlmaLinux's
+# GenericCloud and OCI images both have: the serial console OCI's console connection reads, eth0 naming, a
+# generic (not host-only) initramfs so the virtio drivers are there whatever host rebuilt it, and cloud-init
+# allowed to detect its Oracle datasource (no datasource_list without it).
+OCI_BOOT_KERNEL_ARGS = ("console=ttyS0", "net.ifnames=0")
+OCI_BOOT_PACKAGES = ("dracut-config-generic", "cloud-init")
+OCI_DATASOURCE = "Oracle"
+
 # dnf versionlock's list: the pinned packages stay at their versions through a `dnf upgrade` on a node.
 VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
 

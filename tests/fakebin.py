@@ -36,7 +36,9 @@ NAME_VERSION = re.compile(r"^(?P<name>.+?)-(?P<version>[0-9][0-9.]*)$")
 def load() -> dict:
     if STATE.exists():
         return json.loads(STATE.read_text())
-    return {"installed": {}, "enabled": [], "owners": {}, "active": []}
+    # What AlmaLinux's GenericCloud and OCI images come with (of what the scripts ask rpm about).
+    preinstalled = {"cloud-init": "24.4", "dracut-config-generic": "057"}
+    return {"installed": preinstalled, "enabled": [], "owners": {}, "active": []}
 
 
 def save(state: dict) -> None:

@@ -84,6 +84,9 @@ class Scratch:
             "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA host\n",
             "etc/ssh/sshd_config": "PermitRootLogin no\n",
             "etc/fstab": "UUID=abcd / xfs defaults 0 0\n",
+            # As AlmaLinux's GenericCloud and OCI kickstarts leave them.
+            "etc/default/grub": 'GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 no_timer_check net.ifnames=0"\n',
+            "etc/cloud/cloud.cfg": "users:\n - default\ndisable_root: true\n",
             f"home/{BUILD_USER}/.ssh/authorized_keys": "ssh-ed25519 AAAA nomadic-build\n",
             "root/.ssh/authorized_keys": "ssh-ed25519 AAAA root\n",
             "var/lib/cloud/instances/nomadic-build/user-data.txt": "#cloud-config\n",
@@ -371,6 +374,18 @@ def _no_cni(s: Scratch) -> str:
     return "MISSING: executable /usr/libexec/cni/portmap"
 
 
+def _no_serial_console(s: Scratch) -> str:
+    grub = s.root / "etc/default/grub"
+    grub.write_text(grub.read_text().replace(" console=ttyS0,115200n8", ""))
+    return "MISSING: kernel argument console=ttyS0"
+
+
+def _nocloud_only(s: Scratch) -> str:
+    (s.root / "etc/cloud/cloud.cfg.d").mkdir(parents=True, exist_ok=True)
+    (s.root / "etc/cloud/cloud.cfg.d/90-build.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
+    return "MISSING: cloud-init datasource Oracle allowed"
+
+
 def _sysctl(s: Scratch) -> str:
     conf = s.root / "etc/sysctl.d/90-nomadic.conf"
     conf.write_text(conf.read_text().replace("32768 60999", "15000 60999"))
@@ -380,7 +395,8 @@ def _sysctl(s: Scratch) -> str:
 @pytest.mark.parametrize(
     "damage",
     [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled, _running,
-     _wrong_version, _port_missing, _permissive, _no_swap, _unlocked, _no_cni, _sysctl],
+     _wrong_version, _port_missing, _permissive, _no_swap, _unlocked, _no_cni, _no_serial_console,
+     _nocloud_only, _sysctl],
 )
 def test_self_check_fails_the_bake_on_each_missing_fact(baked: Scratch, damage) -> None:
     # baked_once's own bake ended with 99-check-image.sh passing; this copy differs only by the damage.
@@ -433,3 +449,11 @@ def test_zero_swap_means_no_swap_file(scratch: Scratch) -> None:
     scratch.must("15-create-swap.sh", SWAP_MB="0")
     assert not (scratch.root / "swapfile").exists()
     assert "/swapfile" not in (scratch.root / "etc/fstab").read_text()
+
+
+def test_lost_cloud_init_fails_the_self_check(baked: Scratch) -> None:
+    data = baked.state_data()
+    del data["installed"]["cloud-init"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("99-check-image.sh")
+    assert run.returncode == 1 and "MISSING: package cloud-init" in run.stderr
