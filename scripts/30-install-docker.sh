@@ -4,7 +4,6 @@ set -euo pipefail
 
 R="${NOMADIC_ROOT:-}"
 version="${DOCKER_CE_VERSION:?DOCKER_CE_VERSION must be set}"
-declare -A want=([docker-ce]="$version" [docker-ce-cli]="$version")
 url="${DOCKER_REPO_URL:-https://download.docker.com/linux/rhel/docker-ce.repo}"
 repo="$R/etc/yum.repos.d/${url##*/}"
 log() { echo "30-install-docker: $*" >&2; }
@@ -27,15 +26,6 @@ if [[ $have != "$version" ]]; then
 else
   log "docker-ce $version already installed"
 fi
-
-# Lock the pins: the repository stays enabled on the nodes, and a `dnf upgrade` there must not move them.
-lockfile="$R/etc/dnf/plugins/versionlock.list"
-for name in "${!want[@]}"; do
-  if ! grep -Eq "^$name-([0-9]+:)?${want[$name]//./\\.}-" "$lockfile" 2>/dev/null; then
-    log "locking $name at ${want[$name]}"
-    dnf -q versionlock add "$name-${want[$name]}"
-  fi
-done
 
 if ! systemctl is-enabled --quiet docker.service; then
   systemctl enable docker.service

@@ -36,12 +36,3 @@ if (( ${#todo[@]} )); then
   dnf -q versionlock delete nomad consul >/dev/null 2>&1 || true  # an earlier pin would block the new one
   dnf -y install "${todo[@]}"
 fi
-
-# Lock the pins: the repository stays enabled on the nodes, and a `dnf upgrade` there must not move them.
-lockfile="$R/etc/dnf/plugins/versionlock.list"
-for name in "${!want[@]}"; do
-  if ! grep -Eq "^$name-([0-9]+:)?${want[$name]//./\\.}-" "$lockfile" 2>/dev/null; then
-    log "locking $name at ${want[$name]}"
-    dnf -q versionlock add "$name-${want[$name]}"
-  fi
-done

@@ -290,6 +290,7 @@ build {
       "scripts/20-install-packages.sh",
       "scripts/30-install-docker.sh",
       "scripts/40-install-hashicorp.sh",
+      "scripts/42-lock-versions.sh",
       "scripts/45-prepare-dirs.sh",
       "scripts/50-install-units.sh",
       "scripts/60-install-firewalld.sh",
