@@ -12,6 +12,7 @@ import enum
 import json
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -193,7 +194,8 @@ class _Oci:
                 operating_system_version=base.operating_system_version or "9",
             ),
         )
-        resp = self.call("creating the image", self.compute.create_image, details)
+        # A retry token: should the SDK retry after a lost answer, OCI returns the first image instead of a second.
+        resp = self.call("creating the image", self.compute.create_image, details, opc_retry_token=uuid.uuid4().hex)
         return resp.data, resp.headers.get("opc-work-request-id", "")
 
     def wait_available(self, image_id: str, work_request: str) -> Any:

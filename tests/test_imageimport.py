@@ -309,3 +309,22 @@ def test_import_image_through_invoke(emu: Emulator, tmp_path: Path) -> None:
     assert emu.objects == {} and "uploading mine.qcow2" in run.stderr and "Traceback" not in run.stderr
     recorded = json.loads((root / "build" / "artifacts.json").read_text())
     assert recorded["oci"]["almalinux9"]["image_id"] == image_id
+
+
+def test_throttled_calls_are_retried(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OCI may answer 429 to any call: a throttled part upload and image creation are retried, not fatal."""
+    from tests.ociemu import Fault
+
+    monkeypatch.setattr(imageimport, "PART_SIZE", 64 << 10)
+    settings = settings_for(emu, tmp_path, record_image=False)
+    qcow2 = _local(settings, tmp_path, fill=300 << 10)
+    parts = -(-qcow2.stat().st_size // (64 << 10))
+    emu.inject(
+        Fault("PUT", "os_upload_part", 429, "TooManyRequests", "Too many requests for the user", skip=1),
+        Fault("POST", "create_image", 429, "TooManyRequests", "Too many requests for the user"),
+    )
+    image_id = imageimport.import_image(settings, imageimport.Source.LOCAL)
+    assert emu.calls["os_upload_part"] == parts + 1 and emu.calls["create_image"] == 2
+    (obj,) = emu.objects.values()
+    assert obj["data"] == qcow2.read_bytes()
+    assert sum(1 for i in emu.images.values() if "imported" in i) == 1 and image_id in emu.images
