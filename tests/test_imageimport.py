@@ -309,6 +309,11 @@ def test_import_image_through_invoke(emu: Emulator, tmp_path: Path) -> None:
     assert emu.objects == {} and "uploading mine.qcow2" in run.stderr and "Traceback" not in run.stderr
     recorded = json.loads((root / "build" / "artifacts.json").read_text())
     assert recorded["oci"]["almalinux9"]["image_id"] == image_id
+    # launch boots the imported image on the Always Free shape it was made compatible with
+    launched = invoke(root, env, "launch", "--count", "1")
+    assert launched.returncode == 0, launched.stderr
+    assert [b["sourceDetails"]["imageId"] for b in emu.launch_bodies] == [image_id]
+    assert emu.launch_bodies[0]["shape"] == MICRO
 
 
 def test_throttled_calls_are_retried(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
