@@ -177,6 +177,26 @@ def launch(
     commands.launch(settings, image=image_id or image, wait_cluster=wait_cluster)
 
 
+@task(
+    help={
+        "source": "almalinux (download AlmaLinux's OCI image) or local (the qcow2 build-image --target qemu made)",
+        "path": "with --source local: this qcow2 instead of the recorded one",
+        "image": "image definition (default build.image)",
+        "delete_object": "delete the uploaded object once the image exists (default oci.delete_uploaded_object)",
+        "allow_paid": "allow an upload beyond the Always Free 20 GB of Object Storage",
+    }
+)
+@_user_errors
+def import_image(c, source, path=None, image=None, delete_object=False, allow_paid=False):
+    """Import a qcow2 into OCI as a custom image and record it for build-image (base) or launch (node image)."""
+    from nomadic import imageimport
+
+    settings = _settings(c, **{"build.image": image, "oci.allow_paid": True if allow_paid else None})
+    imageimport.import_image(
+        settings, imageimport.parse_source(source), Path(path).expanduser() if path else None, True if delete_object else None
+    )
+
+
 @task(help={"cluster": "cluster name (default cluster.name)", "provider": "oci or local"})
 @_user_errors
 def status(c, cluster=None, provider=None):
@@ -217,5 +237,5 @@ def verify_image(c, host, port=None, user=None, key=None):
     commands.verify_image(_settings(c), host=host, port=22 if port is None else port, user=user, key=key)
 
 
-ns = Collection(build_image, render, validate, launch, status, destroy, verify_image)
+ns = Collection(build_image, import_image, render, validate, launch, status, destroy, verify_image)
 ns.configure(config.defaults())

@@ -26,13 +26,34 @@ def _read(settings: Settings) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _write(settings: Settings, data: dict[str, Any]) -> Path:
+    p = path(settings)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def record(settings: Settings, target: Target, image: str, artifact: dict[str, Any]) -> Path:
     """Remember the newest artifact for (target, image definition); older records are replaced."""
     data = _read(settings)
     data.setdefault(target.value, {})[image] = artifact
-    p = path(settings)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(p, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return _write(settings, data)
+
+
+# Where import-image records an imported AlmaLinux image for build-image --target oci to bake on.
+OCI_BASE = "oci_base"
+
+
+def record_base(settings: Settings, image: str, artifact: dict[str, Any]) -> Path:
+    """Remember the imported OCI base image for image definition `image`."""
+    data = _read(settings)
+    data.setdefault(OCI_BASE, {})[image] = artifact
+    return _write(settings, data)
+
+
+def lookup_base(settings: Settings, image: str) -> dict[str, Any] | None:
+    found = _read(settings).get(OCI_BASE, {})
+    entry = found.get(image) if isinstance(found, dict) else None
+    return entry if isinstance(entry, dict) else None
 
 
 def lookup(settings: Settings, target: Target, image: str | None = None) -> dict[str, Any] | None:

@@ -85,6 +85,11 @@ class OciSettings:
     backoff_max_s: float = bounded(60.0, 0, 3600)
     poll_interval_s: float = bounded(5.0, 0.01, 3600)
     launch_timeout_s: float = bounded(900.0, 1, 86400)
+    # import-image: the Object Storage bucket the qcow2 is uploaded to (created private if missing) and whether
+    # the uploaded object is deleted once the image exists (it counts against the 20 GB Always Free allowance).
+    image_bucket: str = "nomadic-images"
+    delete_uploaded_object: bool = False
+    import_timeout_s: float = bounded(3600.0, 1, 86400)
 
 
 @dataclass(frozen=True)

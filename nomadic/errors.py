@@ -33,6 +33,10 @@ class RenderError(NomadicError):
     """A template could not be rendered (names template, line and setting)."""
 
 
+class TransferError(NomadicError):
+    """A download or upload failed, or what arrived does not match its checksum."""
+
+
 class PlanError(NomadicError):
     """The requested cluster cannot be planned (count, servers, network)."""
 

@@ -6,11 +6,11 @@ import hashlib
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import accel, artifacts, imagedef, packer, proc
+from . import accel, artifacts, baseimage, imagedef, packer, proc
 from .config import Auth, Settings, Target
 from .errors import CommandFailed, ConfigError, Interrupted, ToolMissing
 from .imagedef import ImageDef
@@ -61,7 +61,8 @@ def oci_problems(settings: Settings, image: ImageDef, version: packer.Version | 
         problems.append(
             ConfigError(
                 f"{image.path}: the OCI base image is unset (oci.base_image_ocid and oci.base_image_filter are empty)",
-                hint="give the AlmaLinux 9 image's OCID, or a filter on operating_system 'AlmaLinux' and version '9'",
+                hint="give the AlmaLinux 9 image's OCID, or a filter on operating_system 'AlmaLinux' and version '9' "
+                "(`invoke import-image --source almalinux` imports one the default filter finds)",
             )
         )
     if not oci.subnet_id:
@@ -281,6 +282,11 @@ def build(settings: Settings, dry_run: bool) -> None:
     if problems:
         raise problems[0]
     # Only a real qemu build pays for the KVM probe: where /dev/kvm opens but hangs guests, it must get TCG.
+    if target == Target.OCI and not dry_run:
+        # Looked up the way Packer would, so "not found" fails in seconds; Packer then gets the OCID found.
+        base = baseimage.resolve(settings, image)
+        _say(f"base image: {base.display_name} ({base.image_id}), {base.how}")
+        image = replace(image, oci=replace(image.oci, base_image_ocid=base.image_id))
     _render(settings, image, version, probe=target == Target.QEMU and not dry_run)
     out = build_dir(settings, image.name)
     log = out / f"packer-{target.value}.log"
@@ -292,8 +298,6 @@ def build(settings: Settings, dry_run: bool) -> None:
         return
     if target == Target.QEMU:
         _qemu_tools(settings)
-    else:
-        _say(f"base image: {find_base_image(settings, image)}")
     started = datetime.now(timezone.utc)
     _say(f"packer build -only={source} (output streams below; log: {log})")
     try:
@@ -311,59 +315,6 @@ def build(settings: Settings, dry_run: bool) -> None:
     record = _artifact(settings, target, out, built, started)
     where = artifacts.record(settings, target, image.name, record)
     _say(f"built {record.get('image_id') or record.get('path')}; recorded in {where}")
-
-
-def find_base_image(settings: Settings, image: ImageDef) -> str:
-    """Look the OCI base image up the way Packer will (so 'not found' fails in seconds, not after a launch).
-
-    By OCID: that image must exist. By filter: an AVAILABLE image in the build compartment (platform images are
-    visible from any) with that operating system and version whose display name matches the regex.
-    """
-    import re
-
-    import oci
-
-    from . import ociclient
-    from .errors import CloudError
-
-    session = ociclient.session(settings)
-    client = ociclient.compute(session)
-    compartment = settings.oci.compartment_id or session.tenancy_id
-    base = image.oci
-    try:
-        if base.base_image_ocid:
-            found = client.get_image(base.base_image_ocid).data
-            return f"{found.display_name} ({found.id})"
-        kwargs = {"lifecycle_state": "AVAILABLE", "sort_by": "TIMECREATED", "sort_order": "DESC"}
-        if base.operating_system:
-            kwargs["operating_system"] = base.operating_system
-        if base.operating_system_version:
-            kwargs["operating_system_version"] = base.operating_system_version
-        images = oci.pagination.list_call_get_all_results(client.list_images, compartment, **kwargs).data
-    except oci.exceptions.ServiceError as exc:
-        if exc.status == 404 and base.base_image_ocid:
-            raise ConfigError(
-                f"{image.path}: OCI base image {base.base_image_ocid} not found (or not visible to this user)",
-                hint="check the OCID and the region (oci.region or the profile's)",
-            ) from None
-        raise CloudError(f"looking up the OCI base image failed: {exc.status} {exc.code}: {exc.message}") from None
-    except oci.exceptions.RequestException as exc:
-        raise CloudError(f"cannot reach OCI to look up the base image ({type(exc).__name__})") from None
-    pattern = re.compile(base.display_name_search) if base.display_name_search else None
-    matches = [
-        i for i in images
-        if (not base.operating_system or i.operating_system == base.operating_system)
-        and (not base.operating_system_version or i.operating_system_version == base.operating_system_version)
-        and (pattern is None or pattern.search(i.display_name or ""))
-    ]
-    if not matches:
-        wanted = " ".join(filter(None, [base.operating_system, base.operating_system_version]))
-        named = f" named like {base.display_name_search!r}" if pattern else ""
-        raise ConfigError(
-            f"{image.path}: no OCI base image found for {wanted or 'the filter'}{named} in compartment {compartment}",
-            hint="import AlmaLinux's OCI image as a custom image there, or set oci.base_image_ocid in the definition",
-        )
-    return f"{matches[0].display_name} ({matches[0].id})"
 
 
 def _left_behind(settings: Settings, target: Target, log: Path) -> str:

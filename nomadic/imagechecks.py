@@ -173,6 +173,41 @@ def sysctls(run: Run) -> list[str]:
     return problems
 
 
+def pins_locked(run: Run, versions: Versions) -> list[str]:
+    """docker-ce, docker-ce-cli, nomad and consul are versionlocked at their pins (a dnf upgrade keeps them)."""
+    locks = _out(run, f"cat {facts.VERSIONLOCK_LIST}")[1]
+    pins = {"docker-ce": versions.docker_ce, "docker-ce-cli": versions.docker_ce, "nomad": versions.nomad,
+            "consul": versions.consul}
+    return [
+        f"{name} is not versionlocked at {version} in {facts.VERSIONLOCK_LIST}"
+        for name, version in pins.items()
+        if not re.search(rf"^{re.escape(name)}-([0-9]+:)?{re.escape(version)}-", locks, re.M)
+    ]
+
+
+def cni_plugins(run: Run) -> list[str]:
+    """The CNI plugins Nomad's bridge networking uses are where the client's cni_path points."""
+    return [
+        f"CNI plugin {facts.CNI_DIR}/{p} is missing"
+        for p in facts.CNI_PLUGINS
+        if _out(run, f"test -x {facts.CNI_DIR}/{p}")[0] != 0
+    ]
+
+
+def oci_boot(run: Run) -> list[str]:
+    """What OCI needs of a (possibly imported) image: serial console, eth0 naming, generic initramfs, cloud-init."""
+    cmdline = _out(run, "cat /proc/cmdline")[1].split()
+    problems = [
+        f"kernel argument {arg} is not on the command line"
+        for arg in facts.OCI_BOOT_KERNEL_ARGS
+        if not any(word == arg or word.startswith(arg + ",") for word in cmdline)
+    ]
+    for name in facts.OCI_BOOT_PACKAGES:
+        if _out(run, f"rpm -q {name}")[0] != 0:
+            problems.append(f"package {name} is not installed")
+    return problems
+
+
 ALL: dict[str, Callable[..., list[str]]] = {
     "binaries": binaries,
     "units": units,
@@ -182,6 +217,9 @@ ALL: dict[str, Callable[..., list[str]]] = {
     "swap": swap,
     "firewalld_services": firewalld_services,
     "sysctls": sysctls,
+    "pins_locked": pins_locked,
+    "cni_plugins": cni_plugins,
+    "oci_boot": oci_boot,
 }
 # Checks that hold on any host built to imagefacts, not only on the AlmaLinux image (e.g. Debian test VMs).
 APPLICABLE_ANYWHERE = ("directories", "no_identity", "firewalld_services")

@@ -35,6 +35,11 @@ class OciBase:
     operating_system: str
     operating_system_version: str
     display_name_search: str
+    # What `import-image --source almalinux` downloads: AlmaLinux's own OCI qcow2, with a pinned digest or the
+    # URL of AlmaLinux's CHECKSUM file (the entry for the URL's file name is used).
+    import_url: str = ""
+    import_checksum: str = ""
+    import_checksum_url: str = ""
 
     @property
     def is_set(self) -> bool:
@@ -167,7 +172,16 @@ def parse(path: Path, data: Mapping[str, Any]) -> ImageDef:
     )
 
     o = top.sub("oci", required=False)
-    o.known({"base_image_ocid", "base_image_filter"})
+    o.known({"base_image_ocid", "base_image_filter", "import"})
+    imp = o.sub("import", required=False)
+    imp.known({"url", "checksum", "checksum_url"})
+    import_url = imp.text("url", re.compile(r"^https?://\S+\.qcow2$"), required=False, what="an http(s) URL of a .qcow2")
+    import_checksum = imp.text("checksum", CHECKSUM_RE, required=False, what="sha256:<64 hex digits> or sha512:<128>")
+    import_checksum_url = imp.text("checksum_url", re.compile(r"^https?://\S+$"), required=False, what="an http(s) URL")
+    if import_url and bool(import_checksum) == bool(import_checksum_url):
+        raise imp.fail(
+            "checksum", "and checksum_url: give exactly one", hint="a pinned sha256 digest, or the URL of the CHECKSUM file"
+        )
     f = o.sub("base_image_filter", required=False)
     f.known({"operating_system", "operating_system_version", "display_name_search"})
     ocid = o.text("base_image_ocid", required=False)
@@ -184,6 +198,9 @@ def parse(path: Path, data: Mapping[str, Any]) -> ImageDef:
         operating_system=f.text("operating_system", required=False),
         operating_system_version=f.text("operating_system_version", required=False),
         display_name_search=search,
+        import_url=import_url,
+        import_checksum=import_checksum,
+        import_checksum_url=import_checksum_url,
     )
 
     loc = top.sub("local", required=False)

@@ -62,15 +62,14 @@ CONFIG_DIRS = (CONSUL_CONFIG_DIR, NOMAD_CONFIG_DIR)
 PACKAGE_DEFAULT_CONFIGS = (CONSUL_CONFIG_FILE, NOMAD_CONFIG_FILE)
 
 FIREWALLD_SERVICE_DIR = "/etc/firewalld/services"
-# Service definitions only: cloud-init adds them to a zone whose source is the cluster CIDR.
+# Service definitions only: cloud-init adds them to a zone whose source is the cluster CIDR. Only what listens
+# on the cluster address: Consul's client_addr is loopback, so its HTTP API (8500) and DNS (8600) are not here
+# (the UI is reached through an SSH tunnel, Nomad talks to the local agent).
 FIREWALLD_SERVICES: dict[str, tuple[Port, ...]] = {
     "consul": (
         Port(8300, "tcp"),  # server RPC
         Port(8301, "tcp"),  # LAN serf
         Port(8301, "udp"),
-        Port(8500, "tcp"),  # HTTP API (cluster-internal; the UI is reached through an SSH tunnel)
-        Port(8600, "tcp"),  # DNS
-        Port(8600, "udp"),
     ),
     "nomad": (
         Port(4646, "tcp"),  # HTTP API
@@ -96,6 +95,22 @@ SYSCTLS: dict[str, str] = {
 }
 
 SWAP_FILE = "/swapfile"
+
+# AlmaLinux's containernetworking-plugins puts the CNI plugins here (not /opt/cni/bin, Nomad's default); the
+# Nomad client's cni_path points at it. These are the ones bridge networking and Consul service mesh use.
+CNI_DIR = "/usr/libexec/cni"
+CNI_PLUGINS = ("bridge", "firewall", "host-local", "loopback", "portmap")
+
+# What OCI needs to boot an image we bake locally and import (paravirtualized launch mode), and what AlmaLinux's
+# GenericCloud and OCI images both have: the serial console OCI's console connection reads, eth0 naming, a
+# generic (not host-only) initramfs so the virtio drivers are there whatever host rebuilt it, and cloud-init
+# allowed to detect its Oracle datasource (no datasource_list without it).
+OCI_BOOT_KERNEL_ARGS = ("console=ttyS0", "net.ifnames=0")
+OCI_BOOT_PACKAGES = ("dracut-config-generic", "cloud-init")
+OCI_DATASOURCE = "Oracle"
+
+# dnf versionlock's list: the pinned packages stay at their versions through a `dnf upgrade` on a node.
+VERSIONLOCK_LIST = "/etc/dnf/plugins/versionlock.list"
 
 # Identity that must not be in the image: each clone makes its own at first boot.
 MACHINE_ID = "/etc/machine-id"  # present and empty: systemd generates an ID on first boot

@@ -41,7 +41,7 @@ class NodeFiles:
 
 
 def network_interface(address: str) -> str:
-    """A go-sockaddr template naming the interface that holds `address` (ens3 on OCI, eth1 or so locally).
+    """A go-sockaddr template naming the interface that holds `address` (eth0 in AlmaLinux's OCI image, eth1 or so locally).
 
     go-sockaddr matches the regexp against "address/prefix"; dots are written [.] because a backslash is
     not a valid escape in a Go template string.
@@ -61,6 +61,7 @@ def _context(plan: Plan, node: Node, keys: gossip.GossipKeys) -> dict[str, Any]:
             "data_dir": imagefacts.NOMAD_DATA_DIR.path,
             "http_addresses": f"127.0.0.1 {node.address}",
             "network_interface": network_interface(node.address),
+            "cni_path": imagefacts.CNI_DIR,
             "reserved_cpu": reserved["cpu"],
             "reserved_memory": reserved["memory"],
             "consul_address": CONSUL_HTTP,

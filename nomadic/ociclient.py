@@ -104,3 +104,16 @@ def blockstorage(s: Session) -> Any:
     import oci
 
     return oci.core.BlockstorageClient(s.config, **_kwargs(s, True))
+
+
+def objectstorage(s: Session) -> Any:
+    import oci
+
+    return oci.object_storage.ObjectStorageClient(s.config, **_kwargs(s, True))
+
+
+def workrequests(s: Session) -> Any:
+    """Core Services work requests (image import progress and its errors)."""
+    import oci
+
+    return oci.work_requests.WorkRequestClient(s.config, **_kwargs(s, True))

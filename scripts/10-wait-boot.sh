@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Wait until first boot has settled: cloud-init finished and nobody holds the dnf/rpm lock
-# (on OCI the Oracle Cloud Agent runs dnf right after boot; a concurrent install would fail).
+# (cloud-init's own package work may still hold it; a concurrent install would fail). AlmaLinux's OCI and
+# GenericCloud images ship no Oracle Cloud Agent, but a Marketplace or Oracle Linux base may run one.
 set -euo pipefail
 
 R="${NOMADIC_ROOT:-}"

@@ -7,6 +7,9 @@ log() { echo "20-install-packages: $*" >&2; }
 
 base=(
   dnf-plugins-core            # dnf config-manager, for the Docker and HashiCorp repositories
+  python3-dnf-plugin-versionlock  # keeps docker-ce, nomad and consul at their pins through a node's dnf upgrade
+  dracut-config-generic       # a generic initramfs: virtio drivers for OCI's paravirtualized mode, whatever the build host
+  containernetworking-plugins # CNI plugins (/usr/libexec/cni): Nomad's bridge networking and Consul service mesh
   firewalld                   # cluster ports opened per cluster CIDR at boot
   container-selinux           # SELinux policy for containers: SELinux stays enforcing
   policycoreutils-python-utils

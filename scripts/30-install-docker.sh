@@ -3,7 +3,7 @@
 set -euo pipefail
 
 R="${NOMADIC_ROOT:-}"
-want="${DOCKER_CE_VERSION:?DOCKER_CE_VERSION must be set}"
+version="${DOCKER_CE_VERSION:?DOCKER_CE_VERSION must be set}"
 url="${DOCKER_REPO_URL:-https://download.docker.com/linux/rhel/docker-ce.repo}"
 repo="$R/etc/yum.repos.d/${url##*/}"
 log() { echo "30-install-docker: $*" >&2; }
@@ -18,12 +18,13 @@ if grep -Eq '^[[:space:]]*gpgcheck[[:space:]]*=[[:space:]]*0' "$repo"; then
 fi
 
 have=$(rpm -q --qf '%{VERSION}' docker-ce 2>/dev/null || true)
-if [[ $have != "$want" ]]; then
-  log "installing docker-ce $want (have: ${have:-none})"
+if [[ $have != "$version" ]]; then
+  log "installing docker-ce $version (have: ${have:-none})"
+  dnf -q versionlock delete docker-ce docker-ce-cli >/dev/null 2>&1 || true  # an earlier pin would block the new one
   # --allowerasing: the GenericCloud image may carry podman's runc/buildah, which conflict with containerd.io.
-  dnf -y install --allowerasing "docker-ce-$want" "docker-ce-cli-$want" containerd.io
+  dnf -y install --allowerasing "docker-ce-$version" "docker-ce-cli-$version" containerd.io
 else
-  log "docker-ce $want already installed"
+  log "docker-ce $version already installed"
 fi
 
 if ! systemctl is-enabled --quiet docker.service; then

@@ -33,5 +33,6 @@ for name in nomad consul; do
 done
 if (( ${#todo[@]} )); then
   log "installing ${todo[*]}"
+  dnf -q versionlock delete nomad consul >/dev/null 2>&1 || true  # an earlier pin would block the new one
   dnf -y install "${todo[@]}"
 fi

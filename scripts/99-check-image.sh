@@ -33,7 +33,17 @@ while read -r kind arg rest; do
     rpm)
       have=$(rpm -q --qf '%{VERSION}' "$arg" 2>/dev/null || true)
       [[ $have == "$rest" ]] || bad "rpm $arg $rest (have: ${have:-none})" ;;
+    locked)
+      grep -Eq "^$arg-([0-9]+:)?${rest//./\\.}-" "$R/etc/dnf/plugins/versionlock.list" 2>/dev/null \
+        || bad "versionlock for $arg $rest" ;;
     exec) [[ -x $R$arg ]] || bad "executable $arg" ;;
+    installed) rpm -q "$arg" >/dev/null 2>&1 || bad "package $arg" ;;
+    cmdline)  # OCI's serial console and NIC naming: in GRUB's defaults (or BLS's /etc/kernel/cmdline)
+      grep -Eqs "^GRUB_CMDLINE_LINUX=.*[\" ]$arg([\" ,]|\$)" "$R/etc/default/grub" \
+        || grep -Eqs "(^| )$arg( |,|\$)" "$R/etc/kernel/cmdline" || bad "kernel argument $arg" ;;
+    datasource)  # no datasource_list that leaves out the one OCI needs
+      lists=$(cat "$R/etc/cloud/cloud.cfg" "$R"/etc/cloud/cloud.cfg.d/*.cfg 2>/dev/null | grep -E '^datasource_list' || true)
+      [[ -z $lists || $lists == *"$arg"* ]] || bad "cloud-init datasource $arg allowed (found: $lists)" ;;
     user) getent passwd "$arg" >/dev/null || bad "user $arg" ;;
     file | dir) read -r owner group mode <<<"$rest"; check_path "$kind" "$arg" "$owner" "$group" "$mode" ;;
     enabled) systemctl is-enabled --quiet "$arg" || bad "$arg enabled" ;;

@@ -27,14 +27,18 @@ RPM_FILES = {
     "consul": {"usr/bin/consul": "#!/bin/sh\n", "etc/consul.d/consul.hcl": 'data_dir = "/opt/consul"\n',
                "etc/consul.d/consul.env": "", "opt/consul/.keep": ""},
     "docker-ce": {"usr/bin/docker": "#!/bin/sh\n"},
+    "containernetworking-plugins": {f"usr/libexec/cni/{p}": "#!/bin/sh\n" for p in ("bridge", "loopback", "portmap", "firewall", "host-local")},
 }
+VERSIONLOCK = "etc/dnf/plugins/versionlock.list"
 NAME_VERSION = re.compile(r"^(?P<name>.+?)-(?P<version>[0-9][0-9.]*)$")
 
 
 def load() -> dict:
     if STATE.exists():
         return json.loads(STATE.read_text())
-    return {"installed": {}, "enabled": [], "owners": {}, "active": []}
+    # What AlmaLinux's GenericCloud and OCI images come with (of what the scripts ask rpm about).
+    preinstalled = {"cloud-init": "24.4", "dracut-config-generic": "057"}
+    return {"installed": preinstalled, "enabled": [], "owners": {}, "active": []}
 
 
 def save(state: dict) -> None:
@@ -49,7 +53,7 @@ def install(state: dict, spec: str) -> None:
         path = ROOT / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        if rel.startswith("usr/bin/"):
+        if rel.startswith(("usr/bin/", "usr/libexec/")):
             path.chmod(0o755)
     if name == "consul":
         add_user("consul")
@@ -76,6 +80,22 @@ def dnf(state: dict, args: list[str]) -> int:
         repo = ROOT / "etc/yum.repos.d" / url.rsplit("/", 1)[-1]
         repo.parent.mkdir(parents=True, exist_ok=True)
         repo.write_text(f"[{repo.stem}]\nbaseurl={url}\nenabled=1\ngpgcheck=1\n")
+    elif cmd == "versionlock" and words[1:2] == ["add"]:  # as the plugin writes it: name-epoch:version-release.*
+        lock = ROOT / VERSIONLOCK
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            for spec in words[2:]:
+                m = NAME_VERSION.match(spec)
+                if not m or state["installed"].get(m["name"]) != m["version"]:
+                    print(f"Error: no package matched: {spec}", file=sys.stderr)
+                    return 1
+                fh.write(f"{m['name']}-0:{m['version']}-1.el9.*\n")
+    elif cmd == "versionlock" and words[1:2] == ["delete"]:
+        lock = ROOT / VERSIONLOCK
+        names = set(words[2:])
+        if lock.exists():
+            keep = [ln for ln in lock.read_text().splitlines() if ln.split(":")[0].rsplit("-", 1)[0] not in names]
+            lock.write_text("".join(f"{ln}\n" for ln in keep))
     elif cmd == "clean":
         pass
     elif cmd == "check-update":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import artifacts, config, imagebuild, imagedef
+from nomadic import artifacts, config, imagebuild, imagedef, packer
 from nomadic.config import Target
 from nomadic.errors import ConfigError
 
@@ -310,7 +310,7 @@ def test_base_image_not_found_stops_before_packer_build(tmp_path: Path, emu, mon
     monkeypatch.setenv("FAKE_PACKER_MODE", "fail")
     with pytest.raises(ConfigError, match=r"almalinux9\.yaml: no OCI base image found for AlmaLinux 9 named like"):
         imagebuild.build(s, dry_run=False)
-    assert "Retrieving ISO" not in (imagebuild.build_dir(s) / "packer-oci.log").read_text()
+    assert not (imagebuild.build_dir(s) / "packer-oci.log").exists(), "Packer never ran"
 
 
 def test_base_image_ocid_not_found(tmp_path: Path, emu, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,5 +330,8 @@ def test_oci_build_records_the_image_ocid(tmp_path: Path, emu, monkeypatch: pyte
     monkeypatch.setenv("FAKE_PACKER_MODE", "ok-oci")
     imagebuild.build(s, dry_run=False)
     assert f"base image: nomadic-almalinux9 ({IMAGE})" in capsys.readouterr().err
+    # Packer gets the image the lookup found, not its own second lookup by filter.
+    rendered = (imagebuild.build_dir(s, "probe") / packer.TEMPLATE).read_text()
+    assert f'default     = "{IMAGE}"' in rendered and "base_image_filter {" not in rendered
     record = artifacts.lookup(s, Target.OCI, "probe")
     assert record["image_id"] == "ocid1.image.oc1.iad.aaaabakedimage" and record["image_name"] == "nomadic-almalinux9-2"

@@ -56,6 +56,15 @@ def healthy() -> dict[str, Answer]:
         )
     for key, value in imagefacts.SYSCTLS.items():
         a[f"sysctl -n {key}"] = Answer(0, value.replace(" ", "\t") + "\n")
+    a[f"cat {imagefacts.VERSIONLOCK_LIST}"] = Answer(0, "".join(
+        f"{n}-{e}:{ver}-1.el9.*\n" for n, e, ver in [("docker-ce", 3, v.docker_ce), ("docker-ce-cli", 1, v.docker_ce),
+                                                     ("nomad", 0, v.nomad), ("consul", 0, v.consul)]))
+    for plugin in imagefacts.CNI_PLUGINS:
+        a[f"test -x /usr/libexec/cni/{plugin}"] = Answer(0, "")
+    a["cat /proc/cmdline"] = Answer(0, "BOOT_IMAGE=(hd0,gpt3)/vmlinuz root=UUID=x ro console=tty0 "
+                                       "console=ttyS0,115200n8 no_timer_check net.ifnames=0\n")
+    for name in ("dracut-config-generic", "cloud-init"):
+        a[f"rpm -q {name}"] = Answer(0, f"{name}-1.el9.noarch\n")
     return a
 
 
@@ -80,6 +89,9 @@ def test_a_healthy_clone_passes_every_check() -> None:
     assert imagechecks.swap(host, image.swap_mb) == []
     assert imagechecks.firewalld_services(host) == []
     assert imagechecks.sysctls(host) == []
+    assert imagechecks.pins_locked(host, image.versions) == []
+    assert imagechecks.cni_plugins(host) == []
+    assert imagechecks.oci_boot(host) == []
 
 
 @pytest.mark.parametrize(
@@ -104,12 +116,20 @@ def test_a_healthy_clone_passes_every_check() -> None:
          Answer(0, "nomad\n  ports: 4646/tcp\n"), "firewalld_services", "firewalld service nomad has ports"),
         ("sysctl -n net.ipv4.ip_local_port_range", Answer(0, "15000\t60999"), "sysctls",
          "ip_local_port_range = 15000 60999, expected 32768 60999"),
+        (f"cat {imagefacts.VERSIONLOCK_LIST}", Answer(0, "nomad-0:1.10.3-1.el9.*\n"), "pins_locked",
+         "consul is not versionlocked at 1.21.4"),
+        ("test -x /usr/libexec/cni/bridge", Answer(1, ""), "cni_plugins", "/usr/libexec/cni/bridge is missing"),
+        ("cat /proc/cmdline", Answer(0, "root=UUID=x ro console=tty0"), "oci_boot",
+         "kernel argument console=ttyS0 is not on the command line"),
+        ("rpm -q cloud-init", Answer(1, "package cloud-init is not installed"), "oci_boot",
+         "package cloud-init is not installed"),
     ],
 )
 def test_each_check_reports_what_is_wrong(command: str, answer: Answer, check: str, message: str) -> None:
     answers = healthy()
     answers[command] = answer
-    args = {"binaries": (imagedef.load("almalinux9").versions,), "swap": (1024,)}.get(check, ())
+    versions = imagedef.load("almalinux9").versions
+    args = {"binaries": (versions,), "pins_locked": (versions,), "swap": (1024,)}.get(check, ())
     problems = imagechecks.ALL[check](Host(answers), *args)
     assert any(message in p for p in problems), problems
 

@@ -182,7 +182,8 @@ def test_expected_facts_come_from_imagefacts(tmp_path: Path) -> None:
 
     expected = rendered(settings_for(tmp_path))["nomadic-files/expected.txt"]
     assert f"dir {imagefacts.CONSUL_CONFIG_DIR.path} root consul 0750" in expected
-    assert "firewalld consul 8300/tcp 8301/tcp 8301/udp 8500/tcp 8600/tcp 8600/udp" in expected
+    assert "firewalld consul 8300/tcp 8301/tcp 8301/udp\n" in expected  # not 8500/8600: Consul's clients are loopback
+    assert "locked docker-ce-cli 28.5.1\n" in expected and "exec /usr/libexec/cni/bridge\n" in expected
     assert "firewalld nomad 4646/tcp 4647/tcp 4648/tcp 4648/udp" in expected
     for path in imagefacts.ABSENT_PATHS:
         assert f"absent {path}\n" in expected

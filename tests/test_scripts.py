@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ FAKES = (
     "firewall-cmd", "getenforce", "setenforce", "pgrep", "modprobe", "sysctl", "restorecon",
 )
 MUTATING = {
-    ("dnf", "install"), ("dnf", "upgrade"), ("dnf", "config-manager"), ("systemctl", "enable"),
+    ("dnf", "install"), ("dnf", "upgrade"), ("dnf", "config-manager"), ("dnf", "versionlock"), ("systemctl", "enable"),
     ("systemctl", "daemon-reload"), ("systemctl", "start"), ("useradd", None), ("setenforce", None),
 }
 BUILD_USER = "almalinux"
@@ -83,6 +84,9 @@ class Scratch:
             "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA host\n",
             "etc/ssh/sshd_config": "PermitRootLogin no\n",
             "etc/fstab": "UUID=abcd / xfs defaults 0 0\n",
+            # As AlmaLinux's GenericCloud and OCI kickstarts leave them.
+            "etc/default/grub": 'GRUB_TIMEOUT=0\nGRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8 no_timer_check net.ifnames=0"\n',
+            "etc/cloud/cloud.cfg": "users:\n - default\ndisable_root: true\n",
             f"home/{BUILD_USER}/.ssh/authorized_keys": "ssh-ed25519 AAAA nomadic-build\n",
             "root/.ssh/authorized_keys": "ssh-ed25519 AAAA root\n",
             "var/lib/cloud/instances/nomadic-build/user-data.txt": "#cloud-config\n",
@@ -234,6 +238,19 @@ def test_full_bake_in_scratch_root_passes_the_self_check(baked_once: Scratch) ->
     assert (r / "etc/consul.d/consul.env").exists(), "only the default consul.hcl goes, not the RPM's env file"
     assert (r / "swapfile").read_bytes()[4086:4096] == b"SWAPSPACE2"
     assert (r / "etc/fstab").read_text().count("/swapfile none swap") == 1
+    # The pins are locked (a node's `dnf upgrade` keeps them) and the CNI plugins are where cni_path points.
+    locks = (r / "etc/dnf/plugins/versionlock.list").read_text().splitlines()
+    assert sorted(locks) == sorted(f"{n}-0:{ver}-1.el9.*" for n, ver in [
+        ("docker-ce", v.docker_ce), ("docker-ce-cli", v.docker_ce), ("nomad", v.nomad), ("consul", v.consul)])
+    assert os.access(r / "usr/libexec/cni/bridge", os.X_OK)
+
+
+def test_swap_exists_before_any_script_runs_dnf() -> None:
+    """The build VM defaults to 1 GB: dnf must find the swap file already on."""
+    order = packer.scripts()
+    uses_dnf = [s for s in order if re.search(r"^\s*(dnf|rpm)\s", (SCRIPTS / s).read_text(), re.M)]
+    assert uses_dnf and order.index("15-create-swap.sh") < min(order.index(s) for s in uses_dnf), uses_dnf
+    assert "swapon" in (SCRIPTS / "15-create-swap.sh").read_text()
 
 
 def test_cleanup_leaves_no_identity_behind(baked_once: Scratch) -> None:
@@ -346,6 +363,29 @@ def _no_swap(s: Scratch) -> str:
     return "MISSING: swap file /swapfile"
 
 
+def _unlocked(s: Scratch) -> str:
+    lock = s.root / "etc/dnf/plugins/versionlock.list"
+    lock.write_text("".join(ln + "\n" for ln in lock.read_text().splitlines() if not ln.startswith("nomad-")))
+    return f"MISSING: versionlock for nomad {s.image.versions.nomad}"
+
+
+def _no_cni(s: Scratch) -> str:
+    (s.root / "usr/libexec/cni/portmap").unlink()
+    return "MISSING: executable /usr/libexec/cni/portmap"
+
+
+def _no_serial_console(s: Scratch) -> str:
+    grub = s.root / "etc/default/grub"
+    grub.write_text(grub.read_text().replace(" console=ttyS0,115200n8", ""))
+    return "MISSING: kernel argument console=ttyS0"
+
+
+def _nocloud_only(s: Scratch) -> str:
+    (s.root / "etc/cloud/cloud.cfg.d").mkdir(parents=True, exist_ok=True)
+    (s.root / "etc/cloud/cloud.cfg.d/90-build.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
+    return "MISSING: cloud-init datasource Oracle allowed"
+
+
 def _sysctl(s: Scratch) -> str:
     conf = s.root / "etc/sysctl.d/90-nomadic.conf"
     conf.write_text(conf.read_text().replace("32768 60999", "15000 60999"))
@@ -355,7 +395,8 @@ def _sysctl(s: Scratch) -> str:
 @pytest.mark.parametrize(
     "damage",
     [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled, _running,
-     _wrong_version, _port_missing, _permissive, _no_swap, _sysctl],
+     _wrong_version, _port_missing, _permissive, _no_swap, _unlocked, _no_cni, _no_serial_console,
+     _nocloud_only, _sysctl],
 )
 def test_self_check_fails_the_bake_on_each_missing_fact(baked: Scratch, damage) -> None:
     # baked_once's own bake ended with 99-check-image.sh passing; this copy differs only by the damage.
@@ -405,6 +446,14 @@ def test_wait_ignores_a_stale_lock(scratch: Scratch) -> None:
 
 
 def test_zero_swap_means_no_swap_file(scratch: Scratch) -> None:
-    scratch.must("70-create-swap.sh", SWAP_MB="0")
+    scratch.must("15-create-swap.sh", SWAP_MB="0")
     assert not (scratch.root / "swapfile").exists()
     assert "/swapfile" not in (scratch.root / "etc/fstab").read_text()
+
+
+def test_lost_cloud_init_fails_the_self_check(baked: Scratch) -> None:
+    data = baked.state_data()
+    del data["installed"]["cloud-init"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("99-check-image.sh")
+    assert run.returncode == 1 and "MISSING: package cloud-init" in run.stderr

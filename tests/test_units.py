@@ -159,5 +159,5 @@ def test_sysctl_and_modules_match_imagefacts(files: dict[str, str]) -> None:
 
 def test_port_facts_are_the_documented_agent_ports() -> None:
     ports = {name: {(p.port, p.protocol) for p in ps} for name, ps in imagefacts.FIREWALLD_SERVICES.items()}
-    assert ports["consul"] == {(8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (8600, "tcp"), (8600, "udp")}
+    assert ports["consul"] == {(8300, "tcp"), (8301, "tcp"), (8301, "udp")}
     assert ports["nomad"] == {(4646, "tcp"), (4647, "tcp"), (4648, "tcp"), (4648, "udp")}

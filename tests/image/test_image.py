@@ -43,3 +43,15 @@ def test_firewalld_services(host: Run) -> None:
 
 def test_sysctls(host: Run) -> None:
     assert imagechecks.sysctls(host) == []
+
+
+def test_pins_locked(host: Run, image: ImageDef) -> None:
+    assert imagechecks.pins_locked(host, image.versions) == []
+
+
+def test_cni_plugins(host: Run) -> None:
+    assert imagechecks.cni_plugins(host) == []
+
+
+def test_what_oci_needs_to_boot_it(host: Run) -> None:
+    assert imagechecks.oci_boot(host) == []

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, ClassVar
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
+
+from .objectstorage import ROUTES as OBJECT_STORAGE_ROUTES
+from .objectstorage import ObjectStorageMixin
 
 MICRO = "VM.Standard.E2.1.Micro"
 TENANCY = "ocid1.tenancy.oc1..aaaaemulatortenancy"
@@ -74,7 +77,7 @@ class _Instance:
 
 
 @dataclass
-class Emulator:
+class Emulator(ObjectStorageMixin):
     """Start with `with Emulator() as emu:`; `emu.url` is the oci.endpoint to use."""
 
     provisioning_delay: float = 0.0
@@ -119,7 +122,7 @@ class Emulator:
             def _handle(self) -> None:
                 emu._serve(self)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -307,6 +310,7 @@ class Emulator:
         ("GET", re.compile(r"^/20160918/images/(?P<id>[^/]+)/shapes$"), "list_image_shapes"),
         ("GET", re.compile(r"^/20160918/bootVolumes$"), "list_boot_volumes"),
         ("GET", re.compile(r"^/20160918/volumes$"), "list_volumes"),
+        *OBJECT_STORAGE_ROUTES,
     ]
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
@@ -321,7 +325,10 @@ class Emulator:
             if method != req.command or not m:
                 continue
             try:
-                body = json.loads(raw) if raw else {}
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:  # an object's bytes (PutObject, UploadPart): handlers get them as raw
+                    body = {}
                 with self.lock:
                     self.calls[name] += 1
                     if not req.headers.get("authorization"):
@@ -331,14 +338,15 @@ class Emulator:
                         self.launch_count += 1
                         delay = self.launch_delays.get(self.launch_count, 0.0)
                     status, payload, headers = getattr(self, "_" + name)(
-                        query=query, body=body, token=req.headers.get("opc-retry-token"), **m.groupdict()
+                        query=query, body=body, token=req.headers.get("opc-retry-token"), raw=raw, headers=req.headers,
+                        **{k: unquote(v) for k, v in m.groupdict().items()},
                     )
             except ApiError as err:
                 status, payload, headers = err.status, {"code": err.code, "message": err.message}, {}
             break
         if delay:
             time.sleep(delay)  # the instance exists already; the answer is late (a client may be gone by then)
-        data = b"" if status == 204 else json.dumps(payload).encode()
+        data = b"" if status == 204 or req.command == "HEAD" else payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             req.send_response(status)
             req.send_header("content-type", "application/json")
@@ -485,7 +493,7 @@ class Emulator:
     def _image_json(self, id: str) -> dict[str, Any]:
         return {"id": id, "compartmentId": COMPARTMENT, "displayName": self.images[id]["name"],
                 "lifecycleState": "AVAILABLE", "operatingSystem": "AlmaLinux", "createImageAllowed": True,
-                "timeCreated": _now_text()}
+                "timeCreated": _now_text(), **self._image_extra(id)}
 
     def _get_image(self, id: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
         if id not in self.images:

@@ -266,13 +266,14 @@ build {
     ]
     scripts = [
       "scripts/10-wait-boot.sh",
+      "scripts/15-create-swap.sh",
       "scripts/20-install-packages.sh",
       "scripts/30-install-docker.sh",
       "scripts/40-install-hashicorp.sh",
+      "scripts/42-lock-versions.sh",
       "scripts/45-prepare-dirs.sh",
       "scripts/50-install-units.sh",
       "scripts/60-install-firewalld.sh",
-      "scripts/70-create-swap.sh",
       "scripts/75-configure-kernel.sh",
       "scripts/80-enforce-selinux.sh",
       "scripts/90-clean-identity.sh",

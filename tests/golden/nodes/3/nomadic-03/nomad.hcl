@@ -32,6 +32,7 @@ client {
   enabled = true
   # The interface that holds this node's cluster address, whatever it is called (ens3 on OCI E2 shapes).
   network_interface = "{{ GetAllInterfaces | include \"address\" \"^10[.]0[.]0[.]4(/[0-9]+)?$\" | attr \"name\" }}"
+  cni_path          = "/usr/libexec/cni"
 
   # Keep room on a 1 GB node for the OS, Docker, Consul and Nomad themselves.
   reserved {

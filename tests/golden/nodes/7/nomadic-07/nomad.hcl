@@ -26,6 +26,7 @@ client {
   enabled = true
   # The interface that holds this node's cluster address, whatever it is called (ens3 on OCI E2 shapes).
   network_interface = "{{ GetAllInterfaces | include \"address\" \"^10[.]0[.]0[.]8(/[0-9]+)?$\" | attr \"name\" }}"
+  cni_path          = "/usr/libexec/cni"
 
   server_join {
     retry_join = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A swap file: the Always Free shape has 1 GB of RAM, and dnf, Docker and both agents together exceed it.
+# A swap file, made before any dnf run: the build VM defaults to the 1 GB Always Free shape, where dnf's
+# metadata and transaction alone can exceed the RAM (and later the nodes run Docker and both agents on it).
 set -euo pipefail
 
 R="${NOMADIC_ROOT:-}"
 mb="${SWAP_MB:-1024}"
 file=/swapfile
-log() { echo "70-create-swap: $*" >&2; }
+log() { echo "15-create-swap: $*" >&2; }
 
 if [[ ! $mb =~ ^[0-9]+$ ]]; then
   log "SWAP_MB=$mb is not a whole number of MiB"
@@ -34,4 +35,8 @@ fi
 
 if ! grep -Eq "^${file}[[:space:]]" "$R/etc/fstab" 2>/dev/null; then
   echo "$file none swap defaults 0 0" >>"$R/etc/fstab"
+fi
+# Use it now, for the dnf runs of this bake; a scratch root (tests) has no swap to turn on.
+if [[ -z $R ]] && ! swapon --show=NAME --noheadings | grep -qx "$file"; then
+  swapon "$file"
 fi
