@@ -223,9 +223,10 @@ def test_image_over_the_import_limit_fails_in_the_work_request(emu: Emulator, tm
 
 
 def test_disk_larger_than_the_boot_volume_is_refused_before_upload(emu: Emulator, tmp_path: Path) -> None:
-    settings = settings_for(emu, tmp_path, record_image=False, oci={"boot_volume_gb": 1})
-    qcow2 = make_qcow2(tmp_path / "big.qcow2", size="2G")
-    with pytest.raises(ConfigError, match=r"too large: its disk is 2.0 GiB, more than the 1 GB boot volume \(oci.boot_volume_gb\)"):
+    # 47 GB is OCI's smallest boot volume; a sparse 48 GiB qcow2 takes no room here.
+    settings = settings_for(emu, tmp_path, record_image=False, oci={"boot_volume_gb": 47})
+    qcow2 = make_qcow2(tmp_path / "big.qcow2", size="48G")
+    with pytest.raises(ConfigError, match=r"too large: its disk is 48.0 GiB, more than the 47 GB boot volume \(oci.boot_volume_gb\)"):
         imageimport.import_image(settings, imageimport.Source.LOCAL, path=qcow2)
     assert emu.calls["os_get_namespace"] == 0
 
