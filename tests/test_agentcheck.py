@@ -6,6 +6,8 @@ Real Consul 1.16.3 and Nomad 1.6.3 built by tests/agents.py: skipped when they a
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,33 @@ def test_invoke_validate_names_the_node_and_file_when_an_agent_rejects_it(tmp_pa
     assert "(first: nomadic-01/consul.hcl: consul validate)" in str(info.value)
     fail = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert len(fail) == 1 and "no_such_setting" in fail[0] and "/etc/consul.d/consul.hcl" in fail[0]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("how", ["setting", "PATH"])
+def test_invoke_validate_finds_the_agents_by_setting_or_on_path(tmp_path: Path, binaries, how: str):
+    """`invoke validate` through Invoke: the agents from INVOKE_BUILD_CONSUL/NOMAD, or from PATH by default."""
+    cluster = f"e2e-agents-{how.lower()}"
+    env = {**os.environ, "INVOKE_CLUSTER_SSH_PUBLIC_KEY": "/nonexistent.pub"}
+    if how == "setting":
+        env.update(INVOKE_BUILD_CONSUL=binaries["consul"], INVOKE_BUILD_NOMAD=binaries["nomad"])
+    else:
+        for name, path in binaries.items():
+            (tmp_path / name).symlink_to(path)
+        env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    try:
+        result = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "invoke"), "validate", "--count", "3", "--cluster", cluster],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+        lines = result.stdout.splitlines()
+        for i in (1, 2, 3):
+            assert any(line.startswith(f"ok    {cluster}-0{i}/consul.hcl: consul validate") for line in lines)
+            assert any(line.startswith(f"ok    {cluster}-0{i}/nomad.hcl: nomad config validate") for line in lines)
+        assert not any(line.startswith("skip  consul") or line.startswith("skip  nomad") for line in lines)
+    finally:
+        shutil.rmtree(ROOT / "build" / cluster, ignore_errors=True)
+        shutil.rmtree(ROOT / "secrets" / cluster, ignore_errors=True)
