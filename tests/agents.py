@@ -464,6 +464,22 @@ def find(build_missing: bool = False, out: IO[str] = sys.stderr) -> dict[str, Pa
     return paths
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require() -> dict[str, Path]:
+    """For tests: the built agents, never building; without them skip saying why, except in CI (CI=true)."""
+    import pytest
+
+    try:
+        return find()
+    except AgentsUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"{exc} (bin/setup --test builds them)")
+        pytest.skip(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.agents", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="only look in the cache; exit 1 when not built")
