@@ -460,8 +460,18 @@ def find(build_missing: bool = False, out: IO[str] = sys.stderr) -> dict[str, Pa
                 f"{release.name} {release.version} is not built yet: run `.venv/bin/python -m tests.agents`"
                 " (or bin/setup --test); the first build takes many minutes"
             )
-        paths[release.name] = found or build(release, out=out)
+        paths[release.name] = found or _build_once(release, go_version, out)
     return paths
+
+
+def _build_once(release: Release, go_version: str, out: IO[str]) -> Path:
+    """Build under a lock, so that two processes (bin/setup, a test run) never share a staging folder."""
+    import fcntl
+
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / f".{release.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return cached(release, go_version) or build(release, out=out)
 
 
 def in_ci() -> bool:
