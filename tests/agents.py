@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+from nomadic.fsutil import sha256_file
+
 # Bump when the build steps below change in a way that changes the binaries.
 RECIPE_REVISION = 1
 GO_INSTALL_HINT = (
@@ -169,14 +171,6 @@ def _go_version(go: str) -> str:
 
 def agent_dir(release: Release, go_version: str) -> Path:
     return cache_root() / f"{release.name}-{release.version}-{recipe_hash(release, go_version)}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached(release: Release, go_version: str) -> Path | None:

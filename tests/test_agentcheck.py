@@ -84,32 +84,32 @@ def test_every_rendered_config_passes_both_validators(tmp_path: Path, binaries, 
             assert warned == expected_warnings(agent, node.role.is_server, plan.bootstrap_expect), check.line()
 
 
-def test_consul_validate_rejects_a_broken_config(tmp_path: Path, binaries):
+@pytest.mark.parametrize(
+    ("node", "agent", "label", "edit", "said"),
+    [
+        # A value of the wrong type: Consul's decoder names the key.
+        ("nomadic-02", "consul", "consul validate",
+         lambda text: text.replace("bootstrap_expect = 3", 'bootstrap_expect = "three"'),
+         "'bootstrap_expect' expected type 'int', got unconvertible type 'string'"),
+        # A key Nomad does not know (what a setting newer than the agent looks like to it).
+        ("nomadic-03", "nomad", "nomad config validate",
+         lambda text: text.replace("server {\n", "server {\n  no_such_setting = 1\n"),
+         "server unexpected keys no_such_setting"),
+    ],
+)
+def test_each_validator_rejects_a_broken_config(tmp_path: Path, binaries, node, agent, label, edit, said):
     nodes = write_nodes(tmp_path, 3)
-    edit_config(nodes / "nomadic-02", imagefacts.CONSUL_CONFIG_FILE,
-                lambda text: text.replace("bootstrap_expect = 3", 'bootstrap_expect = "three"'))
+    config_file = {"consul": imagefacts.CONSUL_CONFIG_FILE, "nomad": imagefacts.NOMAD_CONFIG_FILE}[agent]
+    edit_config(nodes / node, config_file, edit)
     checks = {c.name: c for c in agentcheck.validate_nodes(nodes, binaries)}
-    bad = checks["nomadic-02/consul.hcl: consul validate"]
+    bad = checks[f"{node}/{agent}.hcl: {label}"]
     assert not bad.ok
-    # Names the node's file, then Consul's own words (its decoder names the key it could not read).
-    assert bad.detail.startswith("/etc/consul.d/consul.hcl rejected (exit 1): ")
-    assert "'bootstrap_expect' expected type 'int'" in bad.detail and "\n" not in bad.detail
-    # The agent's own path for the file is shown as the node's rendered file, never a scratch folder.
-    assert f"failed to parse {nodes / 'nomadic-02' / 'consul.hcl'}" in bad.detail
-    assert [n for n, c in checks.items() if not c.ok] == ["nomadic-02/consul.hcl: consul validate"]
-
-
-def test_nomad_config_validate_rejects_a_broken_config(tmp_path: Path, binaries):
-    nodes = write_nodes(tmp_path, 3)
-    # A key Nomad does not know (what a setting newer than the agent looks like to it).
-    edit_config(nodes / "nomadic-03", imagefacts.NOMAD_CONFIG_FILE,
-                lambda text: text.replace("server {\n", "server {\n  no_such_setting = 1\n"))
-    checks = {c.name: c for c in agentcheck.validate_nodes(nodes, binaries)}
-    bad = checks["nomadic-03/nomad.hcl: nomad config validate"]
-    assert not bad.ok
-    assert bad.detail.startswith("/etc/nomad.d/nomad.hcl rejected (exit 1): ")
-    assert "server unexpected keys no_such_setting" in bad.detail and "\x1b" not in bad.detail
-    assert [n for n, c in checks.items() if not c.ok] == ["nomadic-03/nomad.hcl: nomad config validate"]
+    # Names the node's file, then the agent's own words, on one line, uncoloured.
+    assert bad.detail.startswith(f"{config_file} rejected (exit 1): ")
+    assert said in bad.detail and "\n" not in bad.detail and "\x1b" not in bad.detail
+    # The agent's path for the file is shown as the node's rendered file, never a scratch folder.
+    assert str(nodes / node) in bad.detail and "nomadic-agentcheck-" not in bad.detail
+    assert [n for n, c in checks.items() if not c.ok] == [f"{node}/{agent}.hcl: {label}"]
 
 
 def test_a_user_data_without_the_config_fails_the_check(tmp_path: Path, binaries):
