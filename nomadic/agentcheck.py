@@ -47,6 +47,11 @@ VALID_LINE = "Configuration is valid!"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# A validator lives ~0.1 s, most of it the Go runtime starting: one OS thread for Go code and no garbage
+# collection (it allocates under 100 MB and exits) cut its CPU time by a third.
+VALIDATOR_ENV = {"GOMAXPROCS": "1", "GOGC": "off"}
+
+
 def jobs() -> int:
     """How many validators run at once: each is one short-lived Go process, mostly CPU at start-up."""
     return max(2, min(8, (os.cpu_count() or 2) * 2))
@@ -146,7 +151,10 @@ def validate_nodes(nodes_dir: Path, executables: dict[str, str]) -> list[Check]:
         runs = [item for item in planned if isinstance(item, _Run)]
         results = dict(zip(
             (id(run) for run in runs),
-            proc.run_parallel([run.validator.argv(run.exe, run.folder) for run in runs], jobs=jobs(), timeout=120),
+            proc.run_parallel(
+                [run.validator.argv(run.exe, run.folder) for run in runs],
+                jobs=jobs(), timeout=120, env={**os.environ, **VALIDATOR_ENV},
+            ),
         ))
         for item in planned:
             checks.append(item if isinstance(item, Check) else _verdict(item, results[id(item)]))
