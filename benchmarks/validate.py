@@ -1,8 +1,9 @@
 """Benchmark: `invoke validate` (commands.validate) for N = 1, 7, 50 nodes, with the agents' validators.
 
-Prints, per N, the wall time and the CPU time (this process and its children) of the whole validate (render, both cloud-init schemas, firewalld, HCL, the cluster
-checks, `consul validate` and `nomad config validate` per node, packer validate), and of its parts: render
-alone, the per-node file checks, the agents' validators. The agents are tests/agents.py's builds; without them
+Prints, per N, the wall time and the CPU time (this process and its children) of the whole validate (render,
+both cloud-init schemas, firewalld, HCL, the cluster checks, `consul validate` and `nomad config validate` per
+node, packer validate), and the wall time of its parts: render alone, the per-node file checks, the agents'
+validators. The agents are tests/agents.py's builds; without them
 the agent column says "absent" and the total leaves them out.
 
     .venv/bin/python benchmarks/validate.py [--counts 1,7,50] [--repeat 1]

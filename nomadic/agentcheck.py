@@ -38,7 +38,9 @@ class Validator:
 # configs they accept (Consul: one line each; Nomad: "WARNING: ..." in colour, even when not on a terminal):
 # those are shown on the check's line and do not fail it. The tests pin the exact warnings of every rendered
 # case, so a new one is noticed (tests/test_agentcheck.py).
-CONSUL = Validator("consul", "build.consul", imagefacts.CONSUL_CONFIG_DIR.path, lambda exe, d: [exe, "validate", str(d)])
+CONSUL = Validator(
+    "consul", "build.consul", imagefacts.CONSUL_CONFIG_DIR.path, lambda exe, d: [exe, "validate", str(d)]
+)
 NOMAD = Validator(
     "nomad", "build.nomad", imagefacts.NOMAD_CONFIG_DIR.path, lambda exe, d: [exe, "config", "validate", str(d)]
 )

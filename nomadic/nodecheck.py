@@ -170,7 +170,8 @@ def firewalld_zone_checks(user_datas: Sequence[tuple[str, str]]) -> list[Check]:
             if file_name in said:
                 checks[i] = Check(name, not said[file_name], said[file_name])
             elif any("No module named 'firewall'" in line for line in stderr):
-                checks[i] = _missing(name, "firewalld's python module is not installed (apt-get install python3-firewall)")
+                detail = "firewalld's python module is not installed (apt-get install python3-firewall)"
+                checks[i] = _missing(name, detail)
             else:
                 checks[i] = Check(name, False, stderr[-1] if stderr else f"exit code {result.exit_code}")
     return [checks[i] for i in range(len(user_datas))]

@@ -33,7 +33,8 @@ def expected_warnings(agent: str, is_server: bool, servers: int) -> list[str]:
             return ["BootstrapExpect is set to 1; this is the same as Bootstrap mode.",
                     "bootstrap = true: do not enable unless necessary"]
         if servers == 2:
-            first = f"bootstrap_expect = 2: A cluster with 2 servers will provide no failure tolerance. {DEPLOYMENT_TABLE}"
+            first = ("bootstrap_expect = 2: A cluster with 2 servers will provide no failure tolerance. "
+                     + DEPLOYMENT_TABLE)
         elif servers % 2 == 0:
             first = ("bootstrap_expect is even number: A cluster with an even number of servers does not achieve "
                      f"optimum fault tolerance. {DEPLOYMENT_TABLE}")
