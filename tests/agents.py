@@ -16,6 +16,7 @@ Go's module and build caches (`go env GOMODCACHE GOCACHE`) are Go's defaults, ou
 
     .venv/bin/python -m tests.agents        prints `consul PATH` and `nomad PATH`, building first if needed
     python -m tests.agents --check          the same, but only from the cache: exit 1 when not built
+    from tests import agents; agents.require()   in a test: {"consul": path, "nomad": path}, or skip (fail in CI)
 
 How one agent is built, with only the Go module proxy (neither GitHub nor HashiCorp's releases are reachable):
 1. `go mod download` the root module at its release tag; its LICENSE must be MPL-2.0.
