@@ -1,7 +1,8 @@
-"""Small file helpers: records other commands read are replaced whole, never seen half-written."""
+"""Small file helpers: records other commands read are replaced whole, never seen half-written; digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,3 +29,12 @@ def check_writable_dirs(*folders: Path) -> None:
             raise ConfigError(f"{probe} is not a folder; {folder} must be one", hint=f"move {probe} out of the way")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise ConfigError(f"{probe} is not writable; {folder} is written there", hint=f"fix the permissions of {probe}")
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 in hex, read in 1 MiB blocks (images and agent binaries are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
