@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .. import artifacts, keys, nodeconfig, ociclient
-from ..config import FREE_TIER_SHAPE, OCID_RE, Settings, Target, is_flex
-from ..errors import CapacityError, CloudError, ConfigError, Interrupted, LimitExceeded, NomadicError
-from ..plan import Node, Plan, Role
-from .base import GONE_STATES, NodeStatus, Progress
+from ... import artifacts, keys, nodeconfig, ociclient
+from ...config import FREE_TIER_SHAPE, OCID_RE, Settings, Target, is_flex
+from ...errors import CapacityError, CloudError, ConfigError, Interrupted, LimitExceeded, NomadicError
+from ...plan import Node, Plan, Role
+from ..base import GONE_STATES, NodeStatus, Progress
 
 TAG_CLUSTER = "nomadic-cluster"
 TAG_NODE = "nomadic-node"
