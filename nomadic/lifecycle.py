@@ -11,7 +11,7 @@ from .config import Settings
 from .errors import ConfigError, NomadicError
 from .plan import Plan, make_plan, server_count
 from .providers import get as get_provider
-from .providers.base import GONE_STATES, STOPPED_STATES, NodeStatus, Provider
+from .providers.base import COMING_STATES, GONE_STATES, STOPPED_STATES, NodeStatus, Provider
 
 
 class Console:
@@ -109,14 +109,14 @@ def launch(
         have = existing.get(node.name)
         if have and have.role is not node.role:
             con.say(f"warning: {node.name} runs as {have.role.value}, the plan says {node.role.value}; it is kept as it is")
-        if have and have.state.upper() in STOPPED_STATES:
+        if have and have.state.upper() in STOPPED_STATES | COMING_STATES:
             stopped.append(have)
         elif have and have.state.upper() != "RUNNING":
             con.say(f"note: {node.name} exists but is {have.state}")
     started: list[NodeStatus] = []
     if stopped:
         for n in stopped:
-            con.say(f"starting {n.name} (was {n.state})")
+            con.say(f"waiting for {n.name} ({n.state})" if n.state.upper() in COMING_STATES else f"starting {n.name} (was {n.state})")
         started = provider_step(lambda: prov.start(stopped, con.node))
     missing = [n for n in plan.nodes if n.name not in existing]
     launched: list[NodeStatus] = []
