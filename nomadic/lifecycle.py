@@ -113,6 +113,11 @@ def launch(
             stopped.append(have)
         elif have and have.state.upper() != "RUNNING":
             con.say(f"note: {node.name} exists but is {have.state}")
+    def open_network() -> list[NodeStatus]:
+        prov.ensure_network(image, con.node)
+        return []
+
+    provider_step(open_network)
     started: list[NodeStatus] = []
     if stopped:
         for n in stopped:
@@ -166,6 +171,11 @@ def status(
     con.say(f"cluster {settings.cluster.name}: {len(nodes)} nodes, {len(running)} running")
     if not running:
         con.say(outputs.table(nodes))
+        return nodes
+    if not any(n.role.is_server for n in running):
+        halted = ", ".join(f"{n.name} is {n.state}" for n in nodes if n.role.is_server) or "the cluster has none"
+        con.say(outputs.table(nodes))
+        con.say(f"health: no server node is running ({halted}); 'invoke launch' starts stopped nodes")
         return nodes
     report = health.inspect(settings, running, run=health_run or health.run_ssh)
     con.say(outputs.table(nodes, health=report.nodes or None))

@@ -63,6 +63,11 @@ class Provider(Protocol):
         return them once running."""
         ...
 
+    def ensure_network(self, prepared: Any, progress: Progress) -> None:
+        """Make the cluster's network admit what the nodes need (OCI: its network security group, on every node);
+        `prepared` is what preflight returned. Called by every launch, also when nothing is missing."""
+        ...
+
     def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
         """Start these existing, stopped nodes (and wait for those still coming up); return them once running."""
         ...

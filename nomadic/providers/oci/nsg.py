@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ...imagefacts import FIREWALLD_SERVICES, NOMAD_DYNAMIC_PORTS
+from ...errors import CloudError
 from .api import Api, Refused
 
 TAG_CLUSTER = "nomadic-cluster"
@@ -82,22 +83,40 @@ def find(api: Api, compartment: str, vcn_id: str, cluster: str, group: Group) ->
     return None
 
 
-def ensure(api: Api, compartment: str, vcn_id: str, cluster: str, group: Group, token: str) -> str:
-    """The group's OCID: found by tag or created (with `token`, so a resent create makes no twin); rules synced."""
-    import oci
+def ensure(api: Api, compartment: str, vcn_id: str, cluster: str, group: Group, token: Callable[[int], str]) -> str:
+    """The group's OCID: found by tag or created, then its rules synced.
 
+    token(attempt) gives the create's retry token, so a resent create makes no twin; a token that replays a
+    deleted group (OCI replays within 24 hours) or was invalidated moves on to the next attempt's token.
+    """
     nsg = find(api, compartment, vcn_id, cluster, group)
+    for attempt in range(5):
+        if nsg is not None:
+            break
+        nsg = _create(api, compartment, vcn_id, cluster, group, token(attempt))
     if nsg is None:
-        details = oci.core.models.CreateNetworkSecurityGroupDetails(
-            compartment_id=compartment,
-            vcn_id=vcn_id,
-            display_name=group.display_name(cluster),
-            freeform_tags={TAG_CLUSTER: cluster, TAG_GROUP: group.role},
-        )
-        nsg = api.call(f"create network security group {group.display_name(cluster)}",
-                       api.network.create_network_security_group, details, opc_retry_token=token)
+        raise CloudError(f"network security group {group.display_name(cluster)}: retry tokens kept replaying a deleted group")
     sync_rules(api, nsg.id, group.rules)
     return str(nsg.id)
+
+
+def _create(api: Api, compartment: str, vcn_id: str, cluster: str, group: Group, token: str) -> Any | None:
+    import oci
+
+    details = oci.core.models.CreateNetworkSecurityGroupDetails(
+        compartment_id=compartment,
+        vcn_id=vcn_id,
+        display_name=group.display_name(cluster),
+        freeform_tags={TAG_CLUSTER: cluster, TAG_GROUP: group.role},
+    )
+    try:
+        nsg = api.call(f"create network security group {group.display_name(cluster)}",
+                       api.network.create_network_security_group, details, opc_retry_token=token)
+    except Refused as exc:
+        if exc.code == "InvalidatedRetryToken":
+            return None
+        raise
+    return None if nsg.lifecycle_state in ("TERMINATING", "TERMINATED") else nsg
 
 
 def sync_rules(api: Api, group_id: str, wanted: Iterable[Rule]) -> None:

@@ -36,6 +36,7 @@ class OciProvider:
         self.api = Api(settings, sleep=sleep, rand=rand)
         self._found: list[NodeStatus] | None = None
         self._vnics: dict[str, str] = {}  # instance id -> primary VNIC id, from find()
+        self._group_ids: list[str] | None = None  # the cluster's NSGs, once ensured
         self.notes: list[str] = []  # remarks for the user (printed by the caller)
 
     @property
@@ -98,16 +99,24 @@ class OciProvider:
         freetier.guard(self.api, self.settings, nodes, self.notes)
 
     # ---- the network security group -----------------------------------------------------------------------------
+    def ensure_network(self, prepared: Any, progress: Progress) -> None:
+        ctx = prepared if isinstance(prepared, LaunchContext) else self.preflight(prepared)
+        self.ensure_groups(ctx, progress)
+
     def ensure_groups(self, ctx: LaunchContext, progress: Progress) -> list[str]:
         """The cluster's network security group(s), created or found, and put on every node that lacks them."""
+        if self._group_ids is not None:
+            return self._group_ids
         o, name = self.settings.oci, self.settings.cluster.name
-        token = retry_token(name, f"nsg-{nsg.CLUSTER.role}", 0, placement.launch_nonce(self.settings))
-        group_ids = [nsg.ensure(self.api, o.compartment_id, ctx.vcn_id, name, nsg.CLUSTER, token)]
+        nonce = placement.launch_nonce(self.settings)
+        group_ids = [nsg.ensure(self.api, o.compartment_id, ctx.vcn_id, name, nsg.CLUSTER,
+                                lambda attempt: retry_token(name, f"nsg-{nsg.CLUSTER.role}", attempt, nonce))]
         found = self._found if self._found is not None else self.find()
         for node in found:
             vnic = self._vnics.get(node.id)
             if vnic and node.state not in GONE_STATES and nsg.attach(self.api, vnic, group_ids, say=lambda t: progress(node.name, t)):
                 progress(node.name, f"added to network security group {nsg.CLUSTER.display_name(name)}")
+        self._group_ids = group_ids
         return group_ids
 
     # ---- launch ---------------------------------------------------------------------------------------------------
