@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -213,3 +214,37 @@ def tool(name: str) -> str:
     found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if Path(p).exists()), None)
     need(found is not None, f"{name} not installed (bin/setup --test installs it)")
     return str(found)
+
+
+@contextlib.contextmanager
+def nomad_agent(folder: Path) -> Iterator[str]:
+    """A real Nomad server on loopback (one-node raft, no client: nothing is ever placed), its API address."""
+    http, rpc, serf = free_port(), free_port(), free_port()
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "agent.hcl").write_text(
+        f'data_dir = "{folder / "data"}"\nbind_addr = "127.0.0.1"\n'
+        f"ports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\n"
+        'server {\n  enabled = true\n  bootstrap_expect = 1\n}\nclient {\n  enabled = false\n}\n'
+        'advertise {\n  http = "127.0.0.1"\n  rpc = "127.0.0.1"\n  serf = "127.0.0.1"\n}\n'
+    )
+    address = f"http://127.0.0.1:{http}"
+
+    def leader() -> bool:
+        try:
+            with urllib.request.urlopen(f"{address}/v1/status/leader", timeout=1) as r:
+                return bool(json.loads(r.read()))
+        except Exception:
+            return False
+
+    with (folder / "nomad.log").open("ab") as out:
+        child = subprocess.Popen([nomad_binary(), "agent", "-config", str(folder / "agent.hcl")], stdout=out,
+                                 stderr=out, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not leader():
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nomad agent did not start: {(folder / 'nomad.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield address
+    finally:
+        stop(child)

@@ -163,20 +163,26 @@ def deploy(settings: Settings, jobs: Sequence[spec.Job], dry_run: bool, say: Say
         validate_offline(settings, files, say)
         return
     with tunnel(settings) as api:
-        clients = _ready_clients(api)
-        for job, path in files.items():
-            parsed = api.parse(path.read_text(encoding="utf-8"))
-            if job is not spec.Job.WEB:
-                spec.check_static_count(job, parsed["TaskGroups"][0]["Count"], clients)
-            for warning in api.validate(parsed):
-                say(f"{job.value}: warning: {warning}")
-            answer = api.register(parsed)
-            current = api.job(job.value) or {}
-            version = int(current.get("Version", 0))
-            say(f"{job.value}: submitted (version {version}, evaluation {str(answer.get('EvalID', ''))[:8]})")
-            wait_healthy(api, job.value, version, settings.jobs.deploy_timeout_s, say)
-            if job is spec.Job.KNOTDNS:
-                print_dns_records(settings, say)
+        submit(api, settings, files, say)
+
+
+def submit(api: NomadAPI, settings: Settings, files: dict[spec.Job, Path], say: Say = _say) -> None:
+    """Each rendered job through Nomad's parser and validator, registered, then waited for until healthy."""
+    clients = _ready_clients(api)
+    for job, path in files.items():
+        parsed = api.parse(path.read_text(encoding="utf-8"))
+        if job is not spec.Job.WEB:
+            # The render checked the launch outputs; Nomad's ready nodes are the truth at submit time.
+            spec.check_static_count(job, parsed["TaskGroups"][0]["Count"], clients)
+        for warning in api.validate(parsed):
+            say(f"{job.value}: warning: {warning}")
+        answer = api.register(parsed)
+        current = api.job(job.value) or {}
+        version = int(current.get("Version", 0))
+        say(f"{job.value}: submitted (version {version}, evaluation {str(answer.get('EvalID', ''))[:8]})")
+        wait_healthy(api, job.value, version, settings.jobs.deploy_timeout_s, say)
+        if job is spec.Job.KNOTDNS:
+            print_dns_records(settings, say)
 
 
 def validate_offline(settings: Settings, files: dict[spec.Job, Path], say: Say = _say) -> None:
@@ -203,30 +209,38 @@ def print_dns_records(settings: Settings, say: Say = _say) -> None:
 
 
 def list_jobs(settings: Settings, say: Say = _say) -> None:
-    """What runs where: one row per allocation of our jobs that is not finished."""
     with tunnel(settings) as api:
-        rows = []
-        ours = {j.value for j in spec.Job}
-        for summary in sorted(api.jobs(), key=lambda j: j["ID"]):
-            if summary["ID"] not in ours:
-                continue
-            allocs = [a for a in api.allocations(summary["ID"]) if a.get("ClientStatus") in ("running", "pending")]
-            if not allocs:
-                rows.append([summary["ID"], summary.get("Status", ""), "-", "-", "-"])
-            for alloc in sorted(allocs, key=lambda a: a.get("NodeName", "")):
-                rows.append([summary["ID"], summary.get("Status", ""), alloc.get("NodeName", "?"),
-                             alloc.get("ClientStatus", ""), alloc["ID"][:8]])  # fmt: skip
-        if not rows:
-            say("no jobs of ours run on the cluster (invoke deploy --all)")
-            return
-        say(format_table(["JOB", "STATUS", "NODE", "ALLOCATION", "ID"], rows))
+        say(jobs_table(api))
+
+
+def jobs_table(api: NomadAPI) -> str:
+    """What runs where: one row per allocation of our jobs that is running or pending."""
+    rows = []
+    ours = {j.value for j in spec.Job}
+    for summary in sorted(api.jobs(), key=lambda j: j["ID"]):
+        if summary["ID"] not in ours:
+            continue
+        allocs = [a for a in api.allocations(summary["ID"]) if a.get("ClientStatus") in ("running", "pending")]
+        if not allocs:
+            rows.append([summary["ID"], summary.get("Status", ""), "-", "-", "-"])
+        for alloc in sorted(allocs, key=lambda a: a.get("NodeName", "")):
+            rows.append([summary["ID"], summary.get("Status", ""), alloc.get("NodeName", "?"),
+                         alloc.get("ClientStatus", ""), alloc["ID"][:8]])  # fmt: skip
+    if not rows:
+        return "no jobs of ours on the cluster (invoke deploy --all)"
+    return format_table(["JOB", "STATUS", "NODE", "ALLOCATION", "ID"], rows)
 
 
 def stop(settings: Settings, jobs: Sequence[spec.Job], say: Say = _say) -> None:
     with tunnel(settings) as api:
-        for job in jobs:
-            if api.job(job.value) is None:
-                say(f"{job.value}: not running")
-                continue
-            api.deregister(job.value)
-            say(f"{job.value}: stopped")
+        stop_jobs(api, jobs, say)
+
+
+def stop_jobs(api: NomadAPI, jobs: Sequence[spec.Job], say: Say = _say) -> None:
+    for job in jobs:
+        current = api.job(job.value)
+        if current is None or current.get("Stop"):
+            say(f"{job.value}: not running")
+            continue
+        api.deregister(job.value)
+        say(f"{job.value}: stopped")
