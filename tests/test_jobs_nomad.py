@@ -127,3 +127,14 @@ def test_an_unreachable_cluster_names_the_tunnel_and_the_node(tmp_path: Path):
     message = str(caught.value)
     assert message.startswith("cluster demo unreachable: tunnel ssh -F ")
     assert "failed to demo-01 (" in message and "Connection refused" in message
+
+
+def test_dry_run_validates_every_job_with_the_local_nomad(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from nomadic import commands, config
+
+    settings = config.with_overrides(js.demo_settings(tmp_path), build={"nomad": js.nomad_binary()})
+    commands.deploy(settings, job=None, every=True, dry_run=True)
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.endswith("(nomad job validate)")] == [
+        f"{job.value}: ok (nomad job validate)" for job in spec.Job
+    ]
