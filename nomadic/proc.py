@@ -244,10 +244,15 @@ def background(argv: Sequence[str], log: Path) -> Iterator["subprocess.Popen[byt
     try:
         yield child
     finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_child(child)
+
+
+def stop_child(child: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:
+    """Stop a child we started (SIGTERM, then SIGKILL after `timeout`) and reap it."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

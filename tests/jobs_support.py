@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
-from nomadic import config
+from nomadic import config, proc
 from nomadic.jobs import spec
 from tests import agents
 
@@ -179,8 +179,10 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def daemon(argv: Sequence[str], log: Path, ready: Callable[[], bool], what: str, timeout: float = 15.0) -> Iterator[subprocess.Popen]:
-    """Start a daemon in the foreground, wait until `ready()`, and always stop it when the block ends."""
+def daemon(
+    argv: Sequence[str], log: Path, ready: Callable[[], bool], what: str, timeout: float = 15.0
+) -> Iterator[subprocess.Popen]:
+    """Start a daemon (unprivileged) in the foreground, wait until `ready()`, always stop it when the block ends."""
     with log.open("ab") as out:
         child = subprocess.Popen([*as_daemon_user(), *argv], stdout=out, stderr=out, stdin=subprocess.DEVNULL)
     try:
@@ -195,13 +197,7 @@ def daemon(argv: Sequence[str], log: Path, ready: Callable[[], bool], what: str,
 
 
 def stop(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    proc.stop_child(child)
 
 
 def tcp_open(port: int) -> bool:
@@ -218,7 +214,7 @@ def tool(name: str) -> str:
 
 @contextlib.contextmanager
 def nomad_agent(folder: Path) -> Iterator[str]:
-    """A real Nomad server on loopback (one-node raft, no client: nothing is ever placed), its API address."""
+    """A real Nomad server on loopback, unprivileged (one-node raft, no client: nothing is ever placed); its API address."""
     http, rpc, serf = free_port(), free_port(), free_port()
     (folder / "data").mkdir(parents=True, exist_ok=True)
     (folder / "agent.hcl").write_text(
@@ -236,15 +232,9 @@ def nomad_agent(folder: Path) -> Iterator[str]:
         except Exception:
             return False
 
-    with (folder / "nomad.log").open("ab") as out:
-        child = subprocess.Popen([nomad_binary(), "agent", "-config", str(folder / "agent.hcl")], stdout=out,
-                                 stderr=out, stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not leader():
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nomad agent did not start: {(folder / 'nomad.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+    if os.geteuid() == 0:
+        for path in (folder / "data", folder / "agent.hcl"):
+            os.chown(path, NOBODY, NOBODY)
+    argv = [nomad_binary(), "agent", "-config", str(folder / "agent.hcl")]
+    with daemon(argv, folder / "nomad.log", leader, "nomad agent", timeout=60):
         yield address
-    finally:
-        stop(child)

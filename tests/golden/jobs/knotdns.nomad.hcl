@@ -5,7 +5,8 @@ job "knotdns" {
   type        = "service"
 
   group "knotdns" {
-    # Every client node answers: the registrar's glue names each node's address.
+    # One per client node: a static port can be bound once per node, so a higher count would never place
+    # (deploy refuses it before submitting).
     count = 2
 
     spread {

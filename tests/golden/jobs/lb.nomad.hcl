@@ -4,6 +4,8 @@ job "lb" {
   type        = "service"
 
   group "lb" {
+    # One per client node: a static port can be bound once per node, so a higher count would never place
+    # (deploy refuses it before submitting).
     count = 2
 
     spread {
