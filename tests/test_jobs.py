@@ -152,5 +152,7 @@ def test_dry_run_renders_every_job_and_says_when_no_nomad_can_validate(tmp_path:
     for job in spec.Job:
         assert f"{job.value}: rendered {settings.cluster_dir / 'jobs' / (job.value + '.nomad.hcl')}" in out
     assert "skip: nomad-is-not-installed-here not found here: rendered only" in out
+    assert "Enter these records at the registrar of the zone above oracle.example.com:" in out
+    assert "  ns2.oracle.example.com.  IN  A  198.51.100.11" in out
     serial = json.loads((settings.cluster_dir / "jobs" / "knotdns.serial.json").read_text())["serial"]
     assert f"serial {serial}." in (settings.cluster_dir / "jobs" / "knotdns.nomad.hcl").read_text()

@@ -161,6 +161,8 @@ def deploy(settings: Settings, jobs: Sequence[spec.Job], dry_run: bool, say: Say
         say(f"{job.value}: rendered {path}")
     if dry_run:
         validate_offline(settings, files, say)
+        if spec.Job.KNOTDNS in files:
+            print_dns_records(settings, say)
         return
     with tunnel(settings) as api:
         submit(api, settings, files, say)
