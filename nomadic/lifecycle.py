@@ -11,7 +11,7 @@ from .config import Settings
 from .errors import ConfigError, NomadicError
 from .plan import Plan, make_plan, server_count
 from .providers import get as get_provider
-from .providers.base import GONE_STATES, STOPPED_STATES, NodeStatus, Provider
+from .providers.base import COMING_STATES, GONE_STATES, STOPPED_STATES, NodeStatus, Provider
 
 
 class Console:
@@ -109,14 +109,19 @@ def launch(
         have = existing.get(node.name)
         if have and have.role is not node.role:
             con.say(f"warning: {node.name} runs as {have.role.value}, the plan says {node.role.value}; it is kept as it is")
-        if have and have.state.upper() in STOPPED_STATES:
+        if have and have.state.upper() in STOPPED_STATES | COMING_STATES:
             stopped.append(have)
         elif have and have.state.upper() != "RUNNING":
             con.say(f"note: {node.name} exists but is {have.state}")
+    def open_network() -> list[NodeStatus]:
+        prov.ensure_network(image, con.node)
+        return []
+
+    provider_step(open_network)
     started: list[NodeStatus] = []
     if stopped:
         for n in stopped:
-            con.say(f"starting {n.name} (was {n.state})")
+            con.say(f"waiting for {n.name} ({n.state})" if n.state.upper() in COMING_STATES else f"starting {n.name} (was {n.state})")
         started = provider_step(lambda: prov.start(stopped, con.node))
     missing = [n for n in plan.nodes if n.name not in existing]
     launched: list[NodeStatus] = []
@@ -166,6 +171,11 @@ def status(
     con.say(f"cluster {settings.cluster.name}: {len(nodes)} nodes, {len(running)} running")
     if not running:
         con.say(outputs.table(nodes))
+        return nodes
+    if not any(n.role.is_server for n in running):
+        halted = ", ".join(f"{n.name} is {n.state}" for n in nodes if n.role.is_server) or "the cluster has none"
+        con.say(outputs.table(nodes))
+        con.say(f"health: no server node is running ({halted}); 'invoke launch' starts stopped nodes")
         return nodes
     report = health.inspect(settings, running, run=health_run or health.run_ssh)
     con.say(outputs.table(nodes, health=report.nodes or None))

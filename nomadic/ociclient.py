@@ -12,8 +12,8 @@ from typing import Any
 from .config import Auth, Settings
 from .errors import ConfigError
 
-# Transport timeouts (connect, read) for every client, in seconds.
-TIMEOUT = (10.0, 60.0)
+# Transport timeouts (connect, read) for every client, in seconds: a dead endpoint is known within seconds.
+TIMEOUT = (5.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -108,25 +108,25 @@ def _kwargs(s: Session, retry: bool) -> dict[str, Any]:
 
 
 def compute(s: Session, retry: bool = True) -> Any:
-    """ComputeClient; retry=False for the one that launches (its retries are ours, bounded, token-safe)."""
+    """ComputeClient; retry=False leaves retries to the caller (the OCI provider's seam, providers/oci/api.py)."""
     import oci
 
     return oci.core.ComputeClient(s.config, **_kwargs(s, retry))
 
 
-def network(s: Session) -> Any:
+def network(s: Session, retry: bool = True) -> Any:
     import oci
 
-    return oci.core.VirtualNetworkClient(s.config, **_kwargs(s, True))
+    return oci.core.VirtualNetworkClient(s.config, **_kwargs(s, retry))
 
 
-def identity(s: Session) -> Any:
+def identity(s: Session, retry: bool = True) -> Any:
     import oci
 
-    return oci.identity.IdentityClient(s.config, **_kwargs(s, True))
+    return oci.identity.IdentityClient(s.config, **_kwargs(s, retry))
 
 
-def blockstorage(s: Session) -> Any:
+def blockstorage(s: Session, retry: bool = True) -> Any:
     import oci
 
-    return oci.core.BlockstorageClient(s.config, **_kwargs(s, True))
+    return oci.core.BlockstorageClient(s.config, **_kwargs(s, retry))

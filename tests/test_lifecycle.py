@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import lifecycle, ociclient, outputs, proc
+from nomadic import lifecycle, nodeconfig, ociclient, outputs, proc
 from nomadic.errors import ConfigError
 from nomadic.plan import make_plan
-from nomadic.providers.oci import TAG_CLUSTER, TAG_NODE, OciProvider, retry_token
+from nomadic.providers.oci import TAG_CLUSTER, TAG_NODE, OciProvider, placement, retry_token
 from tests.ociemu import Emulator
 from tests.ociemu.server import ADS, IMAGE
 from tests.ociemu.testing import Capture, settings_for
@@ -119,11 +119,13 @@ def test_launch_killed_between_requests_then_rerun_converges(emu: Emulator, tmp_
     emu.provisioning_delay = 3600
     settings = settings_for(emu, tmp_path, cluster={"count": 3}, oci={"allow_paid": True})
     provider = OciProvider(settings)
-    provider.preflight(None)
+    ctx = provider.preflight(None)
     launcher = ociclient.compute(provider.session, retry=False)
+    nonce = placement.launch_nonce(settings)  # what the killed run had recorded before its first create
     for node in make_plan(settings.cluster).nodes[:2]:  # the requests the killed run had sent
-        details = provider._details(node, provider.metadata("#cloud-config\n"), IMAGE, ADS[0], None)
-        launcher.launch_instance(details, opc_retry_token=retry_token("nomadic", node.name, 0))
+        metadata = nodeconfig.oci_metadata("#cloud-config\n", ctx.ssh_key)
+        details = placement.details(settings, ctx, node, metadata, ADS[0], None, [])
+        launcher.launch_instance(details, opc_retry_token=retry_token("nomadic", node.name, 0, nonce))
     emu.provisioning_delay = 0
     con, cap = console()
     nodes = lifecycle.launch(settings, None, False, provider=OciProvider(settings), console=con)

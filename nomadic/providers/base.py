@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from ..plan import Node, Plan, Role
 
@@ -34,11 +34,15 @@ GONE_STATES = frozenset({"TERMINATING", "TERMINATED"})
 # instances; a local VM whose qemu exited is STOPPED too).
 STOPPED_STATES = frozenset({"STOPPED"})
 
+# Lifecycle words meaning "on its way up": a rerun of launch waits for such a node (through Provider.start).
+COMING_STATES = frozenset({"PROVISIONING", "STARTING"})
+
 
 class Provider(Protocol):
-    def preflight(self, image: str | None) -> str:
-        """Check settings, credentials, network and image before anything is created; return the image to launch.
+    def preflight(self, image: str | None) -> Any:
+        """Check settings, credentials, network and image before anything is created; return what launch needs.
 
+        The result (the image to launch, or a provider's launch context) is passed to `launch` unchanged.
         `image` is what the user passed (--image-id / --image) or None for the one build-image recorded.
         Raises a NomadicError (one line, nothing created) for any problem.
         """
@@ -53,13 +57,19 @@ class Provider(Protocol):
         ...
 
     def launch(
-        self, plan: Plan, nodes: list[Node], user_data: Mapping[str, str], image: str | None, progress: Progress
+        self, plan: Plan, nodes: list[Node], user_data: Mapping[str, str], image: Any, progress: Progress
     ) -> list[NodeStatus]:
-        """Create `nodes` (the missing part of `plan`), user_data by node name; return them once running."""
+        """Create `nodes` (the missing part of `plan`), user_data by node name; `image` is what preflight returned;
+        return them once running."""
+        ...
+
+    def ensure_network(self, prepared: Any, progress: Progress) -> None:
+        """Make the cluster's network admit what the nodes need (OCI: its network security group, on every node);
+        `prepared` is what preflight returned. Called by every launch, also when nothing is missing."""
         ...
 
     def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
-        """Start these existing, stopped nodes; return them once running."""
+        """Start these existing, stopped nodes (and wait for those still coming up); return them once running."""
         ...
 
     def destroy(self, nodes: list[NodeStatus], progress: Progress) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from .. import accel, artifacts, keys, proc, qemuargs, seediso
 from ..config import Accel, Settings, Target
@@ -209,6 +209,9 @@ class LocalProvider:
             self._undo(started, [n for n in nodes], progress, keep_serial=isinstance(exc, NomadicError))
             raise
         return [self._status(r) for r in started]
+
+    def ensure_network(self, prepared: Any, progress: Progress) -> None:
+        """Nothing to do: the hub and each VM's firewalld zone are set up when the VMs boot."""
 
     def start(self, nodes: list[NodeStatus], progress: Progress) -> list[NodeStatus]:
         """Boot stopped VMs again from their own overlay and seed (disk state kept), as launch boots them."""

@@ -12,21 +12,25 @@ import collections
 import datetime as dt
 import ipaddress
 import json
-import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
+
+from . import routes
+from .routes import ApiError
 
 MICRO = "VM.Standard.E2.1.Micro"
 TENANCY = "ocid1.tenancy.oc1..aaaaemulatortenancy"
 COMPARTMENT = "ocid1.compartment.oc1..aaaaemulatorcompartment"
 OTHER_COMPARTMENT = "ocid1.compartment.oc1..aaaaemulatorothercomp"
 SUBNET = "ocid1.subnet.oc1.iad.aaaaemulatorsubnet"
+VCN = "ocid1.vcn.oc1.iad.aaaaemulatorvcn"
+DEFAULT_SECURITY_LIST = "ocid1.securitylist.oc1.iad.aaaaemulatordefault"
 IMAGE = "ocid1.image.oc1.iad.aaaaemulatorimage"
 ARM_IMAGE = "ocid1.image.oc1.iad.aaaaemulatorarmimage"
 ADS = ("Uocm:US-ASHBURN-AD-1", "Uocm:US-ASHBURN-AD-2", "Uocm:US-ASHBURN-AD-3")
@@ -45,19 +49,13 @@ class Fault:
     """One injected error: requests matching `method` and `route` get it `times` times (after `skip` matches)."""
 
     method: str
-    route: str  # route name, e.g. "launch_instance", "get_subnet"
+    route: str  # operation, e.g. "launch_instance" or "LaunchInstance", "get_subnet"
     status: int
     code: str
     message: str
     times: int = 1
     skip: int = 0
     when: Callable[[dict[str, Any]], bool] | None = None  # on the request body (launch) or query
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass
@@ -87,12 +85,16 @@ class Emulator:
     throttle_launches: int = 0  # the next N launch requests get 429
     launch_delays: dict[int, float] = field(default_factory=dict)  # nth launch (1-based) answers after delay
     reserved_ips: list[str] = field(default_factory=list)  # foreign addresses in the subnet
+    # OCI documents both answers to a reused retry token whose instance was terminated since: 409
+    # InvalidatedRetryToken (the default here), or, within 24 hours, a replay of the terminated instance.
+    replay_terminated: bool = False
     volumes_gb: list[int] = field(default_factory=list)  # foreign block volumes
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.instances: dict[str, _Instance] = {}
-        self.retry_tokens: dict[str, str] = {}
+        self.retry_tokens: dict[str, str] = {}  # token -> instance id
+        self.token_bodies: dict[str, str] = {}  # token -> the canonical request body it was first used with
         self.faults: list[Fault] = []
         self.calls: collections.Counter[str] = collections.Counter()
         self.launch_bodies: list[dict[str, Any]] = []
@@ -103,7 +105,10 @@ class Emulator:
             IMAGE: {"shapes": [MICRO, "VM.Standard.E4.Flex", "VM.Standard.E5.Flex"], "name": "nomadic-almalinux9"},
             ARM_IMAGE: {"shapes": ["VM.Standard.A1.Flex"], "name": "arm-only"},
         }
-        self.subnets = {SUBNET: {"cidr": self.cidr}}
+        self.subnets = {SUBNET: {"cidr": self.cidr, "vcn": VCN}}
+        from .network import init_network
+
+        init_network(self)
         self.server: ThreadingHTTPServer | None = None
 
     # ---- lifecycle of the server -------------------------------------------------------------------
@@ -155,6 +160,7 @@ class Emulator:
         shape: str = MICRO,
         compartment: str = COMPARTMENT,
         boot_gb: int = 50,
+        hostname: str | None = None,
     ) -> str:
         """A pre-existing instance (foreign or ours), RUNNING at once."""
         body = {
@@ -165,7 +171,8 @@ class Emulator:
             "freeformTags": tags or {},
             "metadata": {},
             "sourceDetails": {"sourceType": "image", "imageId": IMAGE, "bootVolumeSizeInGBs": boot_gb},
-            "createVnicDetails": {"subnetId": SUBNET, "privateIp": private_ip, "assignPublicIp": True},
+            "createVnicDetails": {"subnetId": SUBNET, "privateIp": private_ip, "assignPublicIp": True,
+                                  "hostnameLabel": hostname},
         }
         with self.lock:
             inst = self._create(body)
@@ -212,11 +219,20 @@ class Emulator:
         return {**inst.data, "lifecycleState": self._state(inst)}
 
     def _used_ips(self, subnet: str) -> dict[str, str]:
-        used = {ip: "" for ip in self.reserved_ips}
+        return {ip: vnic for ip, (vnic, _label) in self._private_ips(subnet).items()}
+
+    def _private_ips(self, subnet: str) -> dict[str, tuple[str, str | None]]:
+        """Address -> (VNIC id or "", hostname label) of everything holding an address in the subnet."""
+        used: dict[str, tuple[str, str | None]] = {ip: ("", None) for ip in self.reserved_ips}
         for inst in self.instances.values():
             if inst.vnic["subnetId"] == subnet and self._state(inst) != "TERMINATED":
-                used[inst.vnic["privateIp"]] = inst.vnic["id"]
+                used[inst.vnic["privateIp"]] = (inst.vnic["id"], inst.vnic.get("hostnameLabel"))
         return used
+
+    def _check_nsgs(self, ids: list[str], subnet: str) -> list[str]:
+        from .network import check_nsgs
+
+        return check_nsgs(self, ids, self.subnets[subnet]["vcn"])
 
     def _create(self, body: dict[str, Any]) -> _Instance:
         vnic_in = body.get("createVnicDetails") or {}
@@ -241,7 +257,7 @@ class Emulator:
                     and other.vnic["subnetId"] == subnet
                     and self._state(other) != "TERMINATED"
                 ):
-                    raise ApiError(400, "InvalidParameter", f"Hostname label {label} is already in use")
+                    raise ApiError(409, "Conflict", f"Hostname label {label} is already in use in subnet {subnet}")
         iid = _ocid("instance")
         n = len(self.instances) + 1
         vnic = {
@@ -251,6 +267,7 @@ class Emulator:
             # Loopback "public" IPs: anything a test tries to reach (ssh) stays on this machine.
             "publicIp": f"127.0.1.{n % 250 + 1}" if vnic_in.get("assignPublicIp", True) else None,
             "hostnameLabel": label,
+            "nsgIds": self._check_nsgs(vnic_in.get("nsgIds") or [], subnet),
             "isPrimary": True,
             "lifecycleState": "AVAILABLE",
             "availabilityDomain": body.get("availabilityDomain"),
@@ -290,24 +307,7 @@ class Emulator:
         return inst
 
     # ---- HTTP -------------------------------------------------------------------------------------------
-    ROUTES: ClassVar[list[tuple[str, re.Pattern[str], str]]] = [
-        ("GET", re.compile(r"^/20160918/availabilityDomains$"), "list_availability_domains"),
-        ("GET", re.compile(r"^/20160918/compartments$"), "list_compartments"),
-        ("GET", re.compile(r"^/20160918/instances$"), "list_instances"),
-        ("POST", re.compile(r"^/20160918/instances$"), "launch_instance"),
-        ("GET", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "get_instance"),
-        ("DELETE", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "terminate_instance"),
-        ("POST", re.compile(r"^/20160918/instances/(?P<id>[^/]+)$"), "instance_action"),
-        ("GET", re.compile(r"^/20160918/vnicAttachments$"), "list_vnic_attachments"),
-        ("GET", re.compile(r"^/20160918/vnics/(?P<id>[^/]+)$"), "get_vnic"),
-        ("GET", re.compile(r"^/20160918/subnets/(?P<id>[^/]+)$"), "get_subnet"),
-        ("GET", re.compile(r"^/20160918/privateIps$"), "list_private_ips"),
-        ("GET", re.compile(r"^/20160918/images$"), "list_images"),
-        ("GET", re.compile(r"^/20160918/images/(?P<id>[^/]+)$"), "get_image"),
-        ("GET", re.compile(r"^/20160918/images/(?P<id>[^/]+)/shapes$"), "list_image_shapes"),
-        ("GET", re.compile(r"^/20160918/bootVolumes$"), "list_boot_volumes"),
-        ("GET", re.compile(r"^/20160918/volumes$"), "list_volumes"),
-    ]
+    ROUTES = routes.ROUTES  # extended by the modules of other services (see routes.py)
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
         parsed = urlparse(req.path)
@@ -330,9 +330,12 @@ class Emulator:
                     if name == "launch_instance":
                         self.launch_count += 1
                         delay = self.launch_delays.get(self.launch_count, 0.0)
-                    status, payload, headers = getattr(self, "_" + name)(
-                        query=query, body=body, token=req.headers.get("opc-retry-token"), **m.groupdict()
-                    )
+                    handler = routes.HANDLERS.get(name)
+                    kwargs = dict(query=query, body=body, token=req.headers.get("opc-retry-token"), **m.groupdict())
+                    if handler is not None:
+                        status, payload, headers = handler(self, **kwargs)
+                    else:
+                        status, payload, headers = getattr(self, "_" + name)(**kwargs)
             except ApiError as err:
                 status, payload, headers = err.status, {"code": err.code, "message": err.message}, {}
             break
@@ -353,7 +356,7 @@ class Emulator:
 
     def _fault(self, name: str, body: dict[str, Any]) -> None:
         for fault in self.faults:
-            if fault.route != name or fault.times <= 0 or (fault.when and not fault.when(body)):
+            if routes.operation_name(fault.route) != name or fault.times <= 0 or (fault.when and not fault.when(body)):
                 continue
             if fault.skip > 0:
                 fault.skip -= 1
@@ -397,7 +400,7 @@ class Emulator:
 
     def _launch_instance(self, body: dict[str, Any], token: str | None, **_: Any) -> tuple[int, Any, dict[str, str]]:
         if token and token in self.retry_tokens:
-            return 200, self._instance_json(self.instances[self.retry_tokens[token]]), {}
+            return self._replay(token, body)
         for key in ("compartmentId", "availabilityDomain", "shape"):
             if not body.get(key):
                 raise ApiError(400, "MissingParameter", f"Missing {key}")
@@ -422,6 +425,16 @@ class Emulator:
         inst = self._create(body)
         if token:
             self.retry_tokens[token] = inst.data["id"]
+            self.token_bodies[token] = json.dumps(body, sort_keys=True)
+        return 200, self._instance_json(inst), {}
+
+    def _replay(self, token: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """A reused retry token: the same request replays its instance; OCI invalidates the token otherwise."""
+        inst = self.instances[self.retry_tokens[token]]
+        if self.token_bodies.get(token) != json.dumps(body, sort_keys=True):
+            raise ApiError(409, "InvalidatedRetryToken", "The retry token was already used for a request with different parameters")
+        if inst.terminated_at is not None and not self.replay_terminated:
+            raise ApiError(409, "InvalidatedRetryToken", "The instance created with this retry token has since been terminated")
         return 200, self._instance_json(inst), {}
 
     def _get_inst(self, id: str) -> _Instance:
@@ -503,9 +516,9 @@ class Emulator:
             raise ApiError(404, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found")
         return 200, {
             "id": id, "cidrBlock": self.subnets[id]["cidr"], "compartmentId": COMPARTMENT,
-            "vcnId": "ocid1.vcn.oc1.iad.aaaaemulatorvcn", "dnsLabel": self.dns_label or None,
+            "vcnId": self.subnets[id]["vcn"], "dnsLabel": self.dns_label or None,
             "prohibitPublicIpOnVnic": False, "lifecycleState": "AVAILABLE", "routeTableId": "x",
-            "securityListIds": [], "timeCreated": _now_text(), "virtualRouterIp": "10.0.0.1",
+            "securityListIds": list(self.subnet_security_lists), "timeCreated": _now_text(), "virtualRouterIp": "10.0.0.1",
             "virtualRouterMac": "00:00:00:00:00:01",
         }, {}
 
@@ -515,8 +528,8 @@ class Emulator:
             raise ApiError(404, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found")
         items = [
             {"id": _ocid("privateip"), "ipAddress": ip, "subnetId": subnet, "vnicId": vnic or None,
-             "isPrimary": True, "timeCreated": _now_text()}
-            for ip, vnic in sorted(self._used_ips(subnet).items())
+             "hostnameLabel": label, "isPrimary": True, "timeCreated": _now_text()}
+            for ip, (vnic, label) in sorted(self._private_ips(subnet).items())
         ]
         return self._page(items, query)
 
@@ -565,3 +578,26 @@ def write_oci_config(folder: Path, profile: str = "DEFAULT") -> Path:
         encoding="utf-8",
     )
     return config
+
+
+for _method, _path, _name in [
+    ("GET", r"/20160918/availabilityDomains", "list_availability_domains"),
+    ("GET", r"/20160918/compartments", "list_compartments"),
+    ("GET", r"/20160918/instances", "list_instances"),
+    ("POST", r"/20160918/instances", "launch_instance"),
+    ("GET", r"/20160918/instances/(?P<id>[^/]+)", "get_instance"),
+    ("DELETE", r"/20160918/instances/(?P<id>[^/]+)", "terminate_instance"),
+    ("POST", r"/20160918/instances/(?P<id>[^/]+)", "instance_action"),
+    ("GET", r"/20160918/vnicAttachments", "list_vnic_attachments"),
+    ("GET", r"/20160918/vnics/(?P<id>[^/]+)", "get_vnic"),
+    ("GET", r"/20160918/subnets/(?P<id>[^/]+)", "get_subnet"),
+    ("GET", r"/20160918/privateIps", "list_private_ips"),
+    ("GET", r"/20160918/images", "list_images"),
+    ("GET", r"/20160918/images/(?P<id>[^/]+)", "get_image"),
+    ("GET", r"/20160918/images/(?P<id>[^/]+)/shapes", "list_image_shapes"),
+    ("GET", r"/20160918/bootVolumes", "list_boot_volumes"),
+    ("GET", r"/20160918/volumes", "list_volumes"),
+]:
+    routes.add(_method, _path, _name)
+
+from . import network  # noqa: E402,F401  (registers the VCN, security list and NSG operations)
