@@ -172,14 +172,21 @@ _JOB_FLAGS = {
 }
 
 
-@task(positional=["job"], help={**_JOB_FLAGS, "dry_run": "render into build/<cluster>/jobs/ and validate only; submit nothing"})
+@task(
+    positional=["job"],
+    help={
+        **_JOB_FLAGS,
+        "dry_run": "render into build/<cluster>/jobs/ and validate only; submit nothing",
+        "yes": "OCI: open the job's ports to jobs.public_cidr without asking, even 0.0.0.0/0",
+    },
+)
 @_user_errors
-def deploy(c, job=None, all=False, dry_run=False, cluster=None, provider=None):
+def deploy(c, job=None, all=False, dry_run=False, yes=False, cluster=None, provider=None):
     """Render a job, validate it, submit it to the cluster's Nomad and wait until its deployment is healthy."""
     from nomadic import commands
 
     settings = _settings(c, **{"cluster.name": cluster, "cluster.provider": provider})
-    commands.deploy(settings, job=job, every=all, dry_run=dry_run)
+    commands.deploy(settings, job=job, every=all, dry_run=dry_run, yes=yes)
 
 
 @task(help={"cluster": "cluster name (default cluster.name)", "provider": "oci or local"})
@@ -194,7 +201,7 @@ def jobs(c, cluster=None, provider=None):
 @task(positional=["job"], help=_JOB_FLAGS)
 @_user_errors
 def stop(c, job=None, all=False, cluster=None, provider=None):
-    """Stop a job (or --all) on the cluster."""
+    """Stop a job (or --all) on the cluster; on OCI also close the ports it published."""
     from nomadic import commands
 
     commands.stop(_settings(c, **{"cluster.name": cluster, "cluster.provider": provider}), job=job, every=all)

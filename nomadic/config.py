@@ -130,6 +130,8 @@ class JobsSettings:
     http_port: int = 80
     web_count: int = 2
     deploy_timeout_s: float = 300.0
+    # Who may reach the published ports on OCI (the public network security group's rule source).
+    public_cidr: str = "0.0.0.0/0"
     echo_image: str = "hashicorp/http-echo:1.0"
     knot_image: str = "cznic/knot:3.3"
     nginx_image: str = "nginx:1.27-alpine"
@@ -309,6 +311,13 @@ def _check_jobs(jobs: JobsSettings) -> None:
                 f"setting jobs.public_addresses: {address!r} is not an IPv4 address",
                 hint="list the nodes' public IPv4 addresses, comma-separated, or leave it empty to use the launch outputs",
             ) from None
+    try:
+        ipaddress.IPv4Network(jobs.public_cidr, strict=True)
+    except ValueError as exc:
+        raise ConfigError(
+            f"setting jobs.public_cidr = {jobs.public_cidr!r} is not an IPv4 network: {exc}",
+            hint="e.g. 0.0.0.0/0 for everyone or 198.51.100.0/24 for one network",
+        ) from None
     for key in ("echo_port", "dns_port", "http_port"):
         port = getattr(jobs, key)
         if not 1 <= port <= 65535:

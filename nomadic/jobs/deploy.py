@@ -7,10 +7,10 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from .. import proc
-from ..config import Settings
+from ..config import Provider as ProviderKind, Settings
 from ..errors import CloudError, ConfigError
 from ..fsutil import write_text_atomic
 from ..outputs import NOMAD_UI_PORT, SSH_CONFIG, format_table
@@ -154,8 +154,66 @@ def wait_healthy(api: NomadAPI, job_id: str, version: int, timeout: float, say: 
         time.sleep(POLL_S)
 
 
-def deploy(settings: Settings, jobs: Sequence[spec.Job], dry_run: bool, say: Say = _say) -> None:
-    """Render, validate (with the cluster's Nomad, or the local `nomad` on --dry-run), submit, wait."""
+class Publisher(Protocol):
+    """Where a job's published ports are opened to the internet (OCI's public NSG); local clusters have none."""
+
+    def publish(self, job: str, ports: Sequence[tuple[int, str]], cidr: str, say: Say) -> None: ...
+
+    def unpublish(self, job: str, say: Say) -> None: ...
+
+
+class OciPublisher:
+    def __init__(self, settings: Settings) -> None:
+        from ..providers.oci import OciProvider
+
+        self.provider = OciProvider(settings)
+
+    def publish(self, job: str, ports: Sequence[tuple[int, str]], cidr: str, say: Say) -> None:
+        from ..providers.oci import public
+
+        public.publish(self.provider, job, ports, cidr, say)
+
+    def unpublish(self, job: str, say: Say) -> None:
+        from ..providers.oci import public
+
+        public.unpublish(self.provider, job, say)
+
+
+def publisher_for(settings: Settings) -> Publisher | None:
+    return OciPublisher(settings) if settings.cluster.provider is ProviderKind.OCI else None
+
+
+def _ports(settings: Settings, job: spec.Job) -> list[tuple[int, str]]:
+    return [(p.port, p.protocol) for p in spec.public_ports(job, settings)]
+
+
+def confirm_public(
+    settings: Settings, jobs: Sequence[spec.Job], yes: bool, ask: Callable[[str], str], interactive: Callable[[], bool]
+) -> bool:
+    """Ask before anything is opened to the whole internet; False when the user says no."""
+    cidr = settings.jobs.public_cidr
+    opening = [f"{job.value} ({', '.join(f'{proto} {port}' for port, proto in _ports(settings, job))})"
+               for job in jobs if _ports(settings, job)]  # fmt: skip
+    if yes or not opening or cidr != "0.0.0.0/0":
+        return True
+    what = f"deploy would open {'; '.join(opening)} to 0.0.0.0/0 (the whole internet)"
+    if not interactive():
+        raise ConfigError(f"{what} and there is no terminal to confirm on",
+                          hint="pass --yes, or set jobs.public_cidr to a narrower network")  # fmt: skip
+    return ask(f"{what}. Continue? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def deploy(
+    settings: Settings,
+    jobs: Sequence[spec.Job],
+    dry_run: bool,
+    yes: bool = False,
+    say: Say = _say,
+    ask: Callable[[str], str] = input,
+    interactive: Callable[[], bool] = lambda: sys.stdin.isatty(),
+    publisher: Publisher | None = None,
+) -> None:
+    """Render, validate (with the cluster's Nomad, or the local `nomad` on --dry-run), submit, wait, open ports."""
     files = render_all(settings, jobs)
     for job, path in files.items():
         say(f"{job.value}: rendered {path}")
@@ -164,12 +222,19 @@ def deploy(settings: Settings, jobs: Sequence[spec.Job], dry_run: bool, say: Say
         if spec.Job.KNOTDNS in files:
             print_dns_records(settings, say)
         return
+    public = publisher if publisher is not None else publisher_for(settings)
+    if public is not None and not confirm_public(settings, jobs, yes, ask, interactive):
+        say("nothing done")
+        return
     with tunnel(settings) as api:
-        submit(api, settings, files, say)
+        submit(api, settings, files, say, public)
 
 
-def submit(api: NomadAPI, settings: Settings, files: dict[spec.Job, Path], say: Say = _say) -> None:
-    """Each rendered job through Nomad's parser and validator, registered, then waited for until healthy."""
+def submit(
+    api: NomadAPI, settings: Settings, files: dict[spec.Job, Path], say: Say = _say, public: Publisher | None = None
+) -> None:
+    """Each rendered job through Nomad's parser and validator, registered, waited for until healthy; only then are
+    its published ports opened (a job that failed opens nothing)."""
     clients = _ready_clients(api)
     for job, path in files.items():
         parsed = api.parse(path.read_text(encoding="utf-8"))
@@ -183,6 +248,8 @@ def submit(api: NomadAPI, settings: Settings, files: dict[spec.Job, Path], say: 
         version = int(current.get("Version", 0))
         say(f"{job.value}: submitted (version {version}, evaluation {str(answer.get('EvalID', ''))[:8]})")
         wait_healthy(api, job.value, version, settings.jobs.deploy_timeout_s, say)
+        if public is not None and _ports(settings, job):
+            public.publish(job.value, _ports(settings, job), settings.jobs.public_cidr, say)
         if job is spec.Job.KNOTDNS:
             print_dns_records(settings, say)
 
@@ -233,9 +300,13 @@ def jobs_table(api: NomadAPI) -> str:
     return format_table(["JOB", "STATUS", "NODE", "ALLOCATION", "ID"], rows)
 
 
-def stop(settings: Settings, jobs: Sequence[spec.Job], say: Say = _say) -> None:
+def stop(settings: Settings, jobs: Sequence[spec.Job], say: Say = _say, publisher: Publisher | None = None) -> None:
+    public = publisher if publisher is not None else publisher_for(settings)
     with tunnel(settings) as api:
         stop_jobs(api, jobs, say)
+    if public is not None:
+        for job in jobs:
+            public.unpublish(job.value, say)
 
 
 def stop_jobs(api: NomadAPI, jobs: Sequence[spec.Job], say: Say = _say) -> None:
