@@ -262,6 +262,13 @@ def _section(name: str, cls: type, raw: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
+def _require_network(setting: str, value: str, hint: str) -> None:
+    try:
+        ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"setting {setting} = {value!r} is not an IPv4 network: {exc}", hint=hint) from None
+
+
 def _check(settings: Settings) -> None:
     cl = settings.cluster
     if not CLUSTER_NAME_RE.match(cl.name):
@@ -269,13 +276,7 @@ def _check(settings: Settings) -> None:
             f"setting cluster.name = {cl.name!r} is not a valid hostname label",
             hint="use 1-42 lowercase letters, digits and '-', starting with a letter and not ending in '-'",
         )
-    try:
-        ipaddress.IPv4Network(cl.cidr, strict=True)
-    except ValueError as exc:
-        raise ConfigError(
-            f"setting cluster.cidr = {cl.cidr!r} is not an IPv4 network: {exc}",
-            hint="give the subnet's CIDR block, e.g. 10.0.0.0/24",
-        ) from None
+    _require_network("cluster.cidr", cl.cidr, "give the subnet's CIDR block, e.g. 10.0.0.0/24")
     for key in ("compartment_id", "subnet_id"):
         value = getattr(settings.oci, key)
         if value and not OCID_RE.match(value):
@@ -311,13 +312,7 @@ def _check_jobs(jobs: JobsSettings) -> None:
                 f"setting jobs.public_addresses: {address!r} is not an IPv4 address",
                 hint="list the nodes' public IPv4 addresses, comma-separated, or leave it empty to use the launch outputs",
             ) from None
-    try:
-        ipaddress.IPv4Network(jobs.public_cidr, strict=True)
-    except ValueError as exc:
-        raise ConfigError(
-            f"setting jobs.public_cidr = {jobs.public_cidr!r} is not an IPv4 network: {exc}",
-            hint="e.g. 0.0.0.0/0 for everyone or 198.51.100.0/24 for one network",
-        ) from None
+    _require_network("jobs.public_cidr", jobs.public_cidr, "e.g. 0.0.0.0/0 for everyone or 198.51.100.0/24 for one network")
     for key in ("echo_port", "dns_port", "http_port"):
         port = getattr(jobs, key)
         if not 1 <= port <= 65535:

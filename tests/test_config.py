@@ -59,6 +59,7 @@ def test_jobs_settings_are_checked_with_the_setting_named(tmp_path: Path):
         ({"public_addresses": "192.0.2.1,host.example"}, "jobs.public_addresses"),
         ({"dns_port": "70000"}, "jobs.dns_port"),
         ({"web_count": "0"}, "jobs.web_count"),
+        ({"public_cidr": "0.0.0.1/0"}, "jobs.public_cidr"),
     ):
         with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
             config.load({"jobs": raw}, tmp_path)
