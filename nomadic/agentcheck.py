@@ -38,13 +38,20 @@ class Validator:
 # configs they accept (Consul: one line each; Nomad: "WARNING: ..." in colour, even when not on a terminal):
 # those are shown on the check's line and do not fail it. The tests pin the exact warnings of every rendered
 # case, so a new one is noticed (tests/test_agentcheck.py).
-CONSUL = Validator("consul", "build.consul", imagefacts.CONSUL_CONFIG_DIR.path, lambda exe, d: [exe, "validate", str(d)])
+CONSUL = Validator(
+    "consul", "build.consul", imagefacts.CONSUL_CONFIG_DIR.path, lambda exe, d: [exe, "validate", str(d)]
+)
 NOMAD = Validator(
     "nomad", "build.nomad", imagefacts.NOMAD_CONFIG_DIR.path, lambda exe, d: [exe, "config", "validate", str(d)]
 )
 VALIDATORS = (CONSUL, NOMAD)
 VALID_LINE = "Configuration is valid!"
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# A validator lives ~0.1 s, most of it the Go runtime starting: one OS thread for Go code and no garbage
+# collection (it allocates under 100 MB and exits) cut its CPU time by a third.
+VALIDATOR_ENV = {"GOMAXPROCS": "1", "GOGC": "off"}
 
 
 def jobs() -> int:
@@ -146,7 +153,10 @@ def validate_nodes(nodes_dir: Path, executables: dict[str, str]) -> list[Check]:
         runs = [item for item in planned if isinstance(item, _Run)]
         results = dict(zip(
             (id(run) for run in runs),
-            proc.run_parallel([run.validator.argv(run.exe, run.folder) for run in runs], jobs=jobs(), timeout=120),
+            proc.run_parallel(
+                [run.validator.argv(run.exe, run.folder) for run in runs],
+                jobs=jobs(), timeout=120, env={**os.environ, **VALIDATOR_ENV},
+            ),
         ))
         for item in planned:
             checks.append(item if isinstance(item, Check) else _verdict(item, results[id(item)]))

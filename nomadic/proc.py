@@ -118,7 +118,9 @@ def run(
     return Result(tuple(argv), code, out, err)
 
 
-def run_parallel(argvs: Sequence[Sequence[str]], *, jobs: int, timeout: float) -> list[Result]:
+def run_parallel(
+    argvs: Sequence[Sequence[str]], *, jobs: int, timeout: float, env: Mapping[str, str] | None = None
+) -> list[Result]:
     """Run many short checks (validators) at most `jobs` at a time; results in argv order, never raising on exit.
 
     Plain subprocess rather than sh: for a program that lives 0.1 s, sh's per-call threads and polling cost as
@@ -132,7 +134,8 @@ def run_parallel(argvs: Sequence[Sequence[str]], *, jobs: int, timeout: float) -
     def one(argv: Sequence[str]) -> Result:
         try:
             done = subprocess.run(
-                [programs[argv[0]], *argv[1:]], capture_output=True, text=True, errors="replace", timeout=timeout
+                [programs[argv[0]], *argv[1:]], capture_output=True, text=True, errors="replace", timeout=timeout,
+                env=dict(env) if env is not None else None,
             )
         except subprocess.TimeoutExpired:
             raise CommandFailed(f"{Path(argv[0]).name} timed out after {timeout:.0f}s: {show(argv)}") from None

@@ -6,6 +6,8 @@ Real Consul 1.16.3 and Nomad 1.6.3 built by tests/agents.py: skipped when they a
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,8 @@ def expected_warnings(agent: str, is_server: bool, servers: int) -> list[str]:
             return ["BootstrapExpect is set to 1; this is the same as Bootstrap mode.",
                     "bootstrap = true: do not enable unless necessary"]
         if servers == 2:
-            first = f"bootstrap_expect = 2: A cluster with 2 servers will provide no failure tolerance. {DEPLOYMENT_TABLE}"
+            first = ("bootstrap_expect = 2: A cluster with 2 servers will provide no failure tolerance. "
+                     + DEPLOYMENT_TABLE)
         elif servers % 2 == 0:
             first = ("bootstrap_expect is even number: A cluster with an even number of servers does not achieve "
                      f"optimum fault tolerance. {DEPLOYMENT_TABLE}")
@@ -50,12 +53,7 @@ def expected_warnings(agent: str, is_server: bool, servers: int) -> list[str]:
 @pytest.fixture(scope="module")
 def binaries() -> dict[str, str]:
     """The built agents; without them skip saying why, except in CI (CI=true), where that fails."""
-    try:
-        return {name: str(path) for name, path in agents.find().items()}
-    except agents.AgentsUnavailable as exc:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    return {name: str(path) for name, path in agents.require().items()}
 
 
 def write_nodes(tmp_path: Path, count: int, servers: int = 0) -> Path:
@@ -87,32 +85,32 @@ def test_every_rendered_config_passes_both_validators(tmp_path: Path, binaries, 
             assert warned == expected_warnings(agent, node.role.is_server, plan.bootstrap_expect), check.line()
 
 
-def test_consul_validate_rejects_a_broken_config(tmp_path: Path, binaries):
+@pytest.mark.parametrize(
+    ("node", "agent", "label", "edit", "said"),
+    [
+        # A value of the wrong type: Consul's decoder names the key.
+        ("nomadic-02", "consul", "consul validate",
+         lambda text: text.replace("bootstrap_expect = 3", 'bootstrap_expect = "three"'),
+         "'bootstrap_expect' expected type 'int', got unconvertible type 'string'"),
+        # A key Nomad does not know (what a setting newer than the agent looks like to it).
+        ("nomadic-03", "nomad", "nomad config validate",
+         lambda text: text.replace("server {\n", "server {\n  no_such_setting = 1\n"),
+         "server unexpected keys no_such_setting"),
+    ],
+)
+def test_each_validator_rejects_a_broken_config(tmp_path: Path, binaries, node, agent, label, edit, said):
     nodes = write_nodes(tmp_path, 3)
-    edit_config(nodes / "nomadic-02", imagefacts.CONSUL_CONFIG_FILE,
-                lambda text: text.replace("bootstrap_expect = 3", 'bootstrap_expect = "three"'))
+    config_file = {"consul": imagefacts.CONSUL_CONFIG_FILE, "nomad": imagefacts.NOMAD_CONFIG_FILE}[agent]
+    edit_config(nodes / node, config_file, edit)
     checks = {c.name: c for c in agentcheck.validate_nodes(nodes, binaries)}
-    bad = checks["nomadic-02/consul.hcl: consul validate"]
+    bad = checks[f"{node}/{agent}.hcl: {label}"]
     assert not bad.ok
-    # Names the node's file, then Consul's own words (its decoder names the key it could not read).
-    assert bad.detail.startswith("/etc/consul.d/consul.hcl rejected (exit 1): ")
-    assert "'bootstrap_expect' expected type 'int'" in bad.detail and "\n" not in bad.detail
-    # The agent's own path for the file is shown as the node's rendered file, never a scratch folder.
-    assert f"failed to parse {nodes / 'nomadic-02' / 'consul.hcl'}" in bad.detail
-    assert [n for n, c in checks.items() if not c.ok] == ["nomadic-02/consul.hcl: consul validate"]
-
-
-def test_nomad_config_validate_rejects_a_broken_config(tmp_path: Path, binaries):
-    nodes = write_nodes(tmp_path, 3)
-    # A key Nomad does not know (what a setting newer than the agent looks like to it).
-    edit_config(nodes / "nomadic-03", imagefacts.NOMAD_CONFIG_FILE,
-                lambda text: text.replace("server {\n", "server {\n  no_such_setting = 1\n"))
-    checks = {c.name: c for c in agentcheck.validate_nodes(nodes, binaries)}
-    bad = checks["nomadic-03/nomad.hcl: nomad config validate"]
-    assert not bad.ok
-    assert bad.detail.startswith("/etc/nomad.d/nomad.hcl rejected (exit 1): ")
-    assert "server unexpected keys no_such_setting" in bad.detail and "\x1b" not in bad.detail
-    assert [n for n, c in checks.items() if not c.ok] == ["nomadic-03/nomad.hcl: nomad config validate"]
+    # Names the node's file, then the agent's own words, on one line, uncoloured.
+    assert bad.detail.startswith(f"{config_file} rejected (exit 1): ")
+    assert said in bad.detail and "\n" not in bad.detail and "\x1b" not in bad.detail
+    # The agent's path for the file is shown as the node's rendered file, never a scratch folder.
+    assert str(nodes / node) in bad.detail and "nomadic-agentcheck-" not in bad.detail
+    assert [n for n, c in checks.items() if not c.ok] == [f"{node}/{agent}.hcl: {label}"]
 
 
 def test_a_user_data_without_the_config_fails_the_check(tmp_path: Path, binaries):
@@ -158,3 +156,33 @@ def test_invoke_validate_names_the_node_and_file_when_an_agent_rejects_it(tmp_pa
     assert "(first: nomadic-01/consul.hcl: consul validate)" in str(info.value)
     fail = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
     assert len(fail) == 1 and "no_such_setting" in fail[0] and "/etc/consul.d/consul.hcl" in fail[0]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("how", ["setting", "PATH"])
+def test_invoke_validate_finds_the_agents_by_setting_or_on_path(tmp_path: Path, binaries, how: str):
+    """`invoke validate` through Invoke: the agents from INVOKE_BUILD_CONSUL/NOMAD, or from PATH by default."""
+    cluster = f"e2e-agents-{how.lower()}"
+    env = {**os.environ, "INVOKE_CLUSTER_SSH_PUBLIC_KEY": "/nonexistent.pub"}
+    if how == "setting":
+        env.update(INVOKE_BUILD_CONSUL=binaries["consul"], INVOKE_BUILD_NOMAD=binaries["nomad"])
+    else:
+        for name, path in binaries.items():
+            (tmp_path / name).symlink_to(path)
+        env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    try:
+        result = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "invoke"), "validate", "--count", "3", "--cluster", cluster],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+        lines = result.stdout.splitlines()
+        for i in (1, 2, 3):
+            assert any(line.startswith(f"ok    {cluster}-0{i}/consul.hcl: consul validate") for line in lines)
+            assert any(line.startswith(f"ok    {cluster}-0{i}/nomad.hcl: nomad config validate") for line in lines)
+        assert not any(line.startswith("skip  consul") or line.startswith("skip  nomad") for line in lines)
+    finally:
+        shutil.rmtree(ROOT / "build" / cluster, ignore_errors=True)
+        shutil.rmtree(ROOT / "secrets" / cluster, ignore_errors=True)
