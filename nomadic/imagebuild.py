@@ -329,34 +329,29 @@ def find_base_image(settings: Settings, image: ImageDef) -> str:
     """
     import re
 
-    import oci
+    from .providers.oci.api import Api, Refused  # the one seam for OCI SDK calls (retries, error mapping)
 
-    from . import ociclient
-    from .errors import CloudError
-
-    session = ociclient.session(settings)
-    client = ociclient.compute(session)
-    compartment = settings.oci.compartment_id or session.tenancy_id
+    api = Api(settings)
+    compartment = settings.oci.compartment_id or api.session.tenancy_id
     base = image.oci
+    what = "looking up the OCI base image"
     try:
         if base.base_image_ocid:
-            found = client.get_image(base.base_image_ocid).data
+            found = api.call(what, api.compute.get_image, base.base_image_ocid)
             return f"{found.display_name} ({found.id})"
         kwargs = {"lifecycle_state": "AVAILABLE", "sort_by": "TIMECREATED", "sort_order": "DESC"}
         if base.operating_system:
             kwargs["operating_system"] = base.operating_system
         if base.operating_system_version:
             kwargs["operating_system_version"] = base.operating_system_version
-        images = oci.pagination.list_call_get_all_results(client.list_images, compartment, **kwargs).data
-    except oci.exceptions.ServiceError as exc:
+        images = api.list(what, api.compute.list_images, compartment, **kwargs)
+    except Refused as exc:
         if exc.status == 404 and base.base_image_ocid:
             raise ConfigError(
                 f"{image.path}: OCI base image {base.base_image_ocid} not found (or not visible to this user)",
                 hint="check the OCID and the region (oci.region or the profile's)",
             ) from None
-        raise CloudError(f"looking up the OCI base image failed: {exc.status} {exc.code}: {exc.message}") from None
-    except oci.exceptions.RequestException as exc:
-        raise CloudError(f"cannot reach OCI to look up the base image ({type(exc).__name__})") from None
+        raise
     pattern = re.compile(base.display_name_search) if base.display_name_search else None
     matches = [
         i for i in images

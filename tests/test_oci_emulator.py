@@ -65,3 +65,50 @@ def test_lifecycle_tokens_and_faults(tmp_path: Path) -> None:
         with pytest.raises(oci.exceptions.ServiceError) as info:
             net.get_subnet(SUBNET + "x")
         assert info.value.status == 404
+
+
+def test_network_as_the_api_reference_describes_it(tmp_path: Path) -> None:
+    """Default security list, NSG rules and deletion, VNIC nsgIds, invalidated tokens, label conflicts."""
+    with Emulator() as emu:
+        settings = settings_for(emu, tmp_path)
+        session = OciProvider(settings).session
+        compute, net = ociclient.compute(session, retry=False), ociclient.network(session, retry=False)
+        m = oci.core.models
+        subnet = net.get_subnet(SUBNET).data
+        default = net.get_security_list(subnet.security_list_ids[0]).data
+        assert [(r.protocol, r.source) for r in default.ingress_security_rules] == [
+            ("6", "0.0.0.0/0"), ("1", "0.0.0.0/0"), ("1", "10.0.0.0/16")]
+        assert default.ingress_security_rules[0].tcp_options.destination_port_range.min == 22
+        group = net.create_network_security_group(
+            m.CreateNetworkSecurityGroupDetails(compartment_id=COMPARTMENT, vcn_id=subnet.vcn_id), opc_retry_token="g1").data
+        rule = m.AddSecurityRuleDetails(direction="INGRESS", protocol="6", source=group.id,
+                                        source_type="NETWORK_SECURITY_GROUP",
+                                        tcp_options=m.TcpOptions(destination_port_range=m.PortRange(min=8300, max=8300)))
+        with pytest.raises(oci.exceptions.ServiceError) as info:  # at most 25 rules per call
+            net.add_network_security_group_security_rules(group.id, m.AddNetworkSecurityGroupSecurityRulesDetails(security_rules=[rule] * 26))
+        assert info.value.status == 400
+        net.add_network_security_group_security_rules(group.id, m.AddNetworkSecurityGroupSecurityRulesDetails(security_rules=[rule]))
+        assert [r.source for r in net.list_network_security_group_security_rules(group.id).data] == [group.id]
+        body = details("10.0.0.5")
+        body.create_vnic_details.nsg_ids = [group.id]
+        body.create_vnic_details.hostname_label = "n1"
+        inst = compute.launch_instance(body, opc_retry_token="t1").data
+        other = details("10.0.0.6")
+        other.create_vnic_details.hostname_label = "n1"
+        with pytest.raises(oci.exceptions.ServiceError) as info:
+            compute.launch_instance(other)
+        assert (info.value.status, info.value.code) == (409, "Conflict")
+        with pytest.raises(oci.exceptions.ServiceError) as info:  # same token, other details
+            compute.launch_instance(details("10.0.0.7"), opc_retry_token="t1")
+        assert info.value.code == "InvalidatedRetryToken" and "different parameters" in info.value.message
+        with pytest.raises(oci.exceptions.ServiceError) as info:  # a VNIC is in the group
+            net.delete_network_security_group(group.id)
+        assert (info.value.status, info.value.code) == (409, "Conflict")
+        compute.terminate_instance(inst.id)
+        with pytest.raises(oci.exceptions.ServiceError) as info:  # same token, its instance terminated
+            compute.launch_instance(body, opc_retry_token="t1")
+        assert info.value.code == "InvalidatedRetryToken" and "terminated" in info.value.message
+        emu.replay_terminated = True
+        assert compute.launch_instance(body, opc_retry_token="t1").data.lifecycle_state == "TERMINATED"
+        net.delete_network_security_group(group.id)
+        assert net.get_network_security_group(group.id).data.lifecycle_state == "TERMINATED"

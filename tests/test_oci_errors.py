@@ -159,3 +159,19 @@ def test_build_image_config_check_never_echoes_its_lines(tmp_path: Path) -> None
     problems = imagebuild.oci_problems(settings, imagedef.load("almalinux9"), (1, 6, 6))
     assert problems and "MIIEsecret" not in str(problems[0])
     assert "not a valid INI file" in str(problems[0]) and "line 1" in str(problems[0])
+
+
+def test_sdk_clients_are_made_only_by_the_seam() -> None:
+    """Every OCI SDK call goes through nomadic/providers/oci/api.py (retries, error mapping): no other module
+    makes a client or calls the SDK's pagination or waiters itself."""
+    root = Path(__file__).resolve().parent.parent / "nomadic"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).as_posix() in ("providers/oci/api.py", "ociclient.py"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in ("ociclient.compute(", "ociclient.network(", "ociclient.identity(", "ociclient.blockstorage(",
+                       "oci.pagination", "oci.wait_until", "oci.core.ComputeClient", "oci.core.VirtualNetworkClient"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(root)}: {needle}")
+    assert offenders == []

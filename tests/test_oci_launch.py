@@ -203,7 +203,7 @@ def test_other_error_stops_launching_and_reports_per_node(emu: Emulator, tmp_pat
     emu.inject(Fault("launch_instance", "launch_instance", 400, "InvalidParameter", "boot volume too small", skip=1))
     settings = settings_for(emu, tmp_path, cluster={"count": 2})
     cap = Capture()
-    with pytest.raises(CloudError, match="nomadic-02: launch: 400 InvalidParameter: boot volume too small"):
+    with pytest.raises(CloudError, match="nomadic-0[12]: launch: 400 InvalidParameter: boot volume too small"):
         lifecycle.launch(settings, None, False, provider=OciProvider(settings, sleep=Sleeps()), console=lifecycle.Console(cap.buffer))
     assert len(emu.live("nomadic")) == 1
     # the rerun converges: only the missing node is launched

@@ -189,9 +189,9 @@ def test_a_security_list_open_to_the_internet_is_warned_about(emu: Emulator, tmp
 
 def test_a_rerun_waits_for_provisioning_nodes(emu: Emulator, tmp_path: Path) -> None:
     root, env = project(tmp_path), env_for(emu, tmp_path)
-    tags = {"nomadic-cluster": "nomadic", "nomadic-node": "nomadic-01", "nomadic-role": "server", "nomadic-address": "10.0.0.2"}
+    tags = {"nomadic-cluster": "nomadic", "nomadic-node": "nomadic-01", "nomadic-role": "both", "nomadic-address": "10.0.0.2"}
     iid = emu.add_instance("nomadic-01", "10.0.0.2", tags=tags, hostname="nomadic-01")
-    emu.provisioning_delay = 2.0
+    emu.provisioning_delay = 8.0  # long enough to still be PROVISIONING when find() runs on a loaded machine
     with emu.lock:
         emu.instances[iid].created = time.monotonic()  # an earlier run's node, still PROVISIONING
     run = launch(root, env, 1)

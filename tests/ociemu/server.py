@@ -229,6 +229,15 @@ class Emulator:
                 used[inst.vnic["privateIp"]] = (inst.vnic["id"], inst.vnic.get("hostnameLabel"))
         return used
 
+    def _check_label(self, label: str | None, subnet: str) -> None:
+        """Hostname labels are unique within a subnet (case-insensitively, as DNS names are)."""
+        if not label:
+            return
+        for other in self.instances.values():
+            held = other.vnic.get("hostnameLabel") or ""
+            if held.lower() == label.lower() and other.vnic["subnetId"] == subnet and self._state(other) != "TERMINATED":
+                raise ApiError(409, "Conflict", f"Hostname label {label} is already in use in subnet {subnet}")
+
     def _check_nsgs(self, ids: list[str], subnet: str) -> list[str]:
         from .network import check_nsgs
 
@@ -250,14 +259,7 @@ class Emulator:
         else:
             ip = next(str(a) for a in list(network.hosts())[1:] if str(a) not in used)
         label = vnic_in.get("hostnameLabel")
-        if label:
-            for other in self.instances.values():
-                if (
-                    other.vnic.get("hostnameLabel") == label
-                    and other.vnic["subnetId"] == subnet
-                    and self._state(other) != "TERMINATED"
-                ):
-                    raise ApiError(409, "Conflict", f"Hostname label {label} is already in use in subnet {subnet}")
+        self._check_label(label, subnet)
         iid = _ocid("instance")
         n = len(self.instances) + 1
         vnic = {
