@@ -237,5 +237,48 @@ def verify_image(c, host, port=None, user=None, key=None):
     commands.verify_image(_settings(c), host=host, port=22 if port is None else port, user=user, key=key)
 
 
-ns = Collection(build_image, import_image, render, validate, launch, status, destroy, verify_image)
+_JOB_FLAGS = {
+    "job": "echo, knotdns, web or lb (see jobs/README.md)",
+    "all": "every job (deploy: web before lb)",
+    "cluster": "cluster name (default cluster.name)",
+    "provider": "oci or local (default cluster.provider)",
+}
+
+
+@task(
+    positional=["job"],
+    help={
+        **_JOB_FLAGS,
+        "dry_run": "render into build/<cluster>/jobs/ and validate only; submit nothing",
+        "yes": "OCI: open the job's ports to jobs.public_cidr without asking, even 0.0.0.0/0",
+    },
+)
+@_user_errors
+def deploy(c, job=None, all=False, dry_run=False, yes=False, cluster=None, provider=None):
+    """Render a job, validate it, submit it to the cluster's Nomad and wait until its deployment is healthy."""
+    from nomadic import commands
+
+    settings = _settings(c, **{"cluster.name": cluster, "cluster.provider": provider})
+    commands.deploy(settings, job=job, every=all, dry_run=dry_run, yes=yes)
+
+
+@task(help={"cluster": "cluster name (default cluster.name)", "provider": "oci or local"})
+@_user_errors
+def jobs(c, cluster=None, provider=None):
+    """List the cluster's jobs and the nodes their allocations run on."""
+    from nomadic import commands
+
+    commands.jobs(_settings(c, **{"cluster.name": cluster, "cluster.provider": provider}))
+
+
+@task(positional=["job"], help=_JOB_FLAGS)
+@_user_errors
+def stop(c, job=None, all=False, cluster=None, provider=None):
+    """Stop a job (or --all) on the cluster; on OCI also close the ports it published."""
+    from nomadic import commands
+
+    commands.stop(_settings(c, **{"cluster.name": cluster, "cluster.provider": provider}), job=job, every=all)
+
+
+ns = Collection(build_image, import_image, render, validate, launch, status, destroy, verify_image, deploy, jobs, stop)
 ns.configure(config.defaults())

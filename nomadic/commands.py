@@ -98,3 +98,30 @@ def destroy(settings: Settings, yes: bool) -> None:
     from . import lifecycle
 
     lifecycle.destroy(settings, yes=yes)
+
+
+def deploy(settings: Settings, job: str | None, every: bool, dry_run: bool, yes: bool = False) -> None:
+    from .errors import ConfigError
+    from .jobs import deploy as jobs_deploy
+    from .jobs import spec
+
+    if every == bool(job):
+        raise ConfigError("give one job or --all", hint=f"the jobs are {', '.join(j.value for j in spec.Job)}")
+    jobs_deploy.deploy(settings, list(spec.Job) if every else [spec.parse_job(job or "")], dry_run=dry_run, yes=yes)
+
+
+def jobs(settings: Settings) -> None:
+    from .jobs import deploy as jobs_deploy
+
+    jobs_deploy.list_jobs(settings)
+
+
+def stop(settings: Settings, job: str | None, every: bool) -> None:
+    from .errors import ConfigError
+    from .jobs import deploy as jobs_deploy
+    from .jobs import spec
+
+    if every == bool(job):
+        raise ConfigError("give one job or --all", hint=f"the jobs are {', '.join(j.value for j in spec.Job)}")
+    chosen = list(reversed(spec.Job)) if every else [spec.parse_job(job or "")]
+    jobs_deploy.stop(settings, chosen)

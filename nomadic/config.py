@@ -132,6 +132,30 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class JobsSettings:
+    """The services deployed on the cluster as Nomad jobs (jobs/README.md)."""
+
+    # The subdomain delegated to the cluster's Knot servers, e.g. oracle.example.com (knotdns needs it).
+    domain: str = ""
+    # The addresses the DNS records name; empty: the client nodes' public IPs from the launch outputs.
+    public_addresses: tuple[str, ...] = ()
+    echo_port: int = 5678
+    echo_text: str = "hello world"
+    echo_count: int = 0  # 0: one per client node
+    dns_port: int = 53
+    dns_rate_limit: int = 200  # mod-rrl responses per second per flow
+    http_port: int = 80
+    web_count: int = 2
+    deploy_timeout_s: float = 300.0
+    # Who may reach the published ports on OCI (the public network security group's rule source).
+    public_cidr: str = "0.0.0.0/0"
+    echo_image: str = "hashicorp/http-echo:1.0"
+    knot_image: str = "cznic/knot:3.3"
+    nginx_image: str = "nginx:1.27-alpine"
+    haproxy_image: str = "haproxy:2.8-alpine"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a task needs to know, fixed before any work starts."""
 
@@ -140,6 +164,7 @@ class Settings:
     build: BuildSettings = field(default_factory=BuildSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
     @property
     def build_dir(self) -> Path:
@@ -159,6 +184,7 @@ SECTIONS: dict[str, type] = {
     "build": BuildSettings,
     "cluster": ClusterSettings,
     "local": LocalSettings,
+    "jobs": JobsSettings,
 }
 
 
@@ -315,6 +341,13 @@ def _check_size(cl: ClusterSettings, local: LocalSettings) -> None:
             )
 
 
+def _require_network(setting: str, value: str, hint: str) -> None:
+    try:
+        ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"setting {setting} = {value!r} is not an IPv4 network: {exc}", hint=hint) from None
+
+
 def _check(settings: Settings) -> None:
     cl = settings.cluster
     if not CLUSTER_NAME_RE.match(cl.name):
@@ -322,13 +355,7 @@ def _check(settings: Settings) -> None:
             f"setting cluster.name = {cl.name!r} is not a valid hostname label",
             hint="use 1-42 lowercase letters, digits and '-', starting with a letter and not ending in '-'",
         )
-    try:
-        ipaddress.IPv4Network(cl.cidr, strict=True)
-    except ValueError as exc:
-        raise ConfigError(
-            f"setting cluster.cidr = {cl.cidr!r} is not an IPv4 network: {exc}",
-            hint="give the subnet's CIDR block, e.g. 10.0.0.0/24",
-        ) from None
+    _require_network("cluster.cidr", cl.cidr, "give the subnet's CIDR block, e.g. 10.0.0.0/24")
     for key in ("compartment_id", "subnet_id"):
         value = getattr(settings.oci, key)
         if value and not OCID_RE.match(value):
@@ -338,6 +365,36 @@ def _check(settings: Settings) -> None:
             )
     _check_endpoint(settings.oci.endpoint)
     _check_size(cl, settings.local)
+    _check_jobs(settings.jobs)
+
+
+DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_jobs(jobs: JobsSettings) -> None:
+    if jobs.domain and not DNS_NAME_RE.match(jobs.domain):
+        raise ConfigError(
+            f"setting jobs.domain = {jobs.domain!r} is not a domain name",
+            hint="give the delegated subdomain in lowercase without a trailing dot, e.g. oracle.example.com",
+        )
+    for address in jobs.public_addresses:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise ConfigError(
+                f"setting jobs.public_addresses: {address!r} is not an IPv4 address",
+                hint="list the nodes' public IPv4 addresses, comma-separated, or leave it empty to use the launch outputs",
+            ) from None
+    _require_network("jobs.public_cidr", jobs.public_cidr, "e.g. 0.0.0.0/0 for everyone or 198.51.100.0/24 for one network")
+    for key in ("echo_port", "dns_port", "http_port"):
+        port = getattr(jobs, key)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"setting jobs.{key} = {port} is not a port (1-65535)")
+    for key in ("web_count", "dns_rate_limit"):
+        if getattr(jobs, key) < 1:
+            raise ConfigError(f"setting jobs.{key} = {getattr(jobs, key)} must be at least 1")
+    if jobs.echo_count < 0:
+        raise ConfigError(f"setting jobs.echo_count = {jobs.echo_count} must be 0 (one per client) or more")
 
 
 def check_env(env: Mapping[str, str]) -> None:

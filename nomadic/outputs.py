@@ -35,6 +35,8 @@ def inventory_text(settings: Settings, nodes: Sequence[NodeStatus]) -> str:
         if n.ssh_port != 22:
             parts.append(f"ansible_port={n.ssh_port}")
         parts.append(f"private_ip={n.private_ip}")
+        if n.public_ip:
+            parts.append(f"public_ip={n.public_ip}")  # read by the jobs (DNS records name these addresses)
         return " ".join(parts)
 
     for group, pick in (("servers", lambda n: n.role.is_server), ("clients", lambda n: n.role.is_client)):

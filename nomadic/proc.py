@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, Iterator, Mapping, Sequence
 
 import sh
 
@@ -230,3 +232,30 @@ def terminate(pid: int, program: str, marker: str, timeout: float = 30.0) -> boo
         raise CommandFailed(f"process {pid} ({program}) did not exit after SIGKILL")
     finally:
         os.close(pidfd)
+
+
+# Helpers that live as long as a task (an SSH tunnel): started here, always stopped when the block ends.
+
+
+@contextlib.contextmanager
+def background(argv: Sequence[str], log: Path) -> Iterator["subprocess.Popen[bytes]"]:
+    """Run argv while the with-block runs (output to `log`); stop it (SIGTERM, then SIGKILL) when the block ends."""
+    program = which(argv[0])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        child = subprocess.Popen([program, *argv[1:]], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        yield child
+    finally:
+        stop_child(child)
+
+
+def stop_child(child: "subprocess.Popen[bytes]", timeout: float = 10.0) -> None:
+    """Stop a child we started (SIGTERM, then SIGKILL after `timeout`) and reap it."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -11,9 +11,9 @@ import jinja2
 
 from .errors import RenderError
 
-# Templates live beside the code users read: packer/ and cloud-init/ at the project root.
+# Templates live beside the code users read: packer/, cloud-init/ and jobs/ at the project root.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIRS = ("packer", "cloud-init")
+TEMPLATE_DIRS = ("packer", "cloud-init", "jobs")
 
 
 def _hcl(value: Any) -> str:
@@ -48,7 +48,7 @@ def environment(root: Path = PROJECT_ROOT) -> jinja2.Environment:
 
 
 def render(template: str, context: Mapping[str, Any], root: Path = PROJECT_ROOT) -> str:
-    """Render `template` (a path under packer/ or cloud-init/) with `context`."""
+    """Render `template` (a path under packer/, cloud-init/ or jobs/) with `context`."""
     env = environment(root)
     try:
         return env.get_template(template).render(**context)

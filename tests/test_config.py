@@ -12,7 +12,7 @@ from nomadic.errors import ConfigError
 
 def test_defaults_cover_every_setting_and_are_none_for_invoke():
     d = config.defaults()
-    assert set(d) == {"oci", "build", "cluster", "local"}
+    assert set(d) == {"oci", "build", "cluster", "local", "jobs"}
     assert all(v is None for section in d.values() for v in section.values())
     assert "endpoint" in d["oci"]
 
@@ -49,3 +49,17 @@ def test_bad_values_name_the_setting(tmp_path: Path, raw, fragment):
         config.load(raw, tmp_path)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_jobs_settings_are_checked_with_the_setting_named(tmp_path: Path):
+    s = config.load({"jobs": {"domain": "oracle.example.com", "public_addresses": "192.0.2.1, 192.0.2.2"}}, tmp_path)
+    assert s.jobs.public_addresses == ("192.0.2.1", "192.0.2.2")
+    for raw, named in (
+        ({"domain": "Not A Domain"}, "jobs.domain"),
+        ({"public_addresses": "192.0.2.1,host.example"}, "jobs.public_addresses"),
+        ({"dns_port": "70000"}, "jobs.dns_port"),
+        ({"web_count": "0"}, "jobs.web_count"),
+        ({"public_cidr": "0.0.0.1/0"}, "jobs.public_cidr"),
+    ):
+        with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+            config.load({"jobs": raw}, tmp_path)

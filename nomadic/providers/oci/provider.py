@@ -43,6 +43,11 @@ class OciProvider:
     def session(self) -> Any:
         return self.api.session
 
+    @property
+    def vnics(self) -> dict[str, str]:
+        """Instance id -> primary VNIC id, as the last find() saw them."""
+        return dict(self._vnics)
+
     # ---- preflight ----------------------------------------------------------------------------------------------
     def preflight(self, image: str | None) -> LaunchContext:
         """Check everything that can be checked before a create, including foreign holders of our hostname labels."""
