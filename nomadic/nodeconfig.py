@@ -86,10 +86,12 @@ def render_node(plan: Plan, node: Node, keys: gossip.GossipKeys, settings: Setti
         "nomad": {"path": imagefacts.NOMAD_CONFIG_FILE, "owner": "root:root", "mode": "0640"},
         "zone": {"path": ZONE_FILE, "owner": "root:root", "mode": "0644"},
     }
+    # The image ships the agents' units disabled: they start here, after the zone that opens their ports is
+    # loaded. --no-block: Consul is ready only once it has joined a peer, which may still be booting; cloud-init
+    # must not wait for that (systemd orders nomad after consul and retries both until the peers answer).
     runcmd = [
         ["firewall-cmd", "--reload"],
-        ["systemctl", "start", "consul.service"],
-        ["systemctl", "start", "nomad.service"],
+        ["systemctl", "enable", "--now", "--no-block", *imagefacts.AGENT_UNITS],
     ]
     user_data = render(
         "user-data.yaml.j2",

@@ -28,10 +28,11 @@ from packer_support import require_tool
 SCRIPTS = packer.SCRIPTS_DIR
 FAKES = (
     "dnf", "rpm", "systemctl", "cloud-init", "getent", "useradd", "chown", "stat", "firewall-offline-cmd",
-    "firewall-cmd", "getenforce", "setenforce", "pgrep", "modprobe", "sysctl", "restorecon",
+    "firewall-cmd", "getenforce", "setenforce", "pgrep", "modprobe", "sysctl", "restorecon", "systemd-detect-virt",
 )
 MUTATING = {
     ("dnf", "install"), ("dnf", "upgrade"), ("dnf", "config-manager"), ("systemctl", "enable"),
+    ("systemctl", "disable"),
     ("systemctl", "daemon-reload"), ("systemctl", "start"), ("useradd", None), ("setenforce", None),
 }
 BUILD_USER = "almalinux"
@@ -225,6 +226,7 @@ def test_full_bake_in_scratch_root_passes_the_self_check(baked_once: Scratch) ->
     assert state["installed"]["nomad"] == v.nomad and state["installed"]["consul"] == v.consul
     assert state["installed"]["docker-ce"] == v.docker_ce and "htop" in state["installed"]
     assert set(imagefacts.ENABLED_UNITS) <= set(state["enabled"])
+    assert not set(imagefacts.DISABLED_UNITS) & set(state["enabled"]), "cloud-init enables the agents, not the bake"
     calls = scratch.calls()
     assert ["dnf", "-y", "install", f"nomad-{v.nomad}", f"consul-{v.consul}"] in calls
     assert not [c for c in calls if c[0] == "systemctl" and ("start" in c or "--now" in c or "restart" in c)]
@@ -309,9 +311,16 @@ def _agent_data(s: Scratch) -> str:
 
 def _not_enabled(s: Scratch) -> str:
     data = s.state_data()
-    data["enabled"].remove("consul.service")
+    data["enabled"].remove("firewalld.service")
     s.state.write_text(json.dumps(data))
-    return "MISSING: consul.service enabled"
+    return "MISSING: firewalld.service enabled"
+
+
+def _agent_enabled(s: Scratch) -> str:
+    data = s.state_data()
+    data["enabled"].append("consul.service")
+    s.state.write_text(json.dumps(data))
+    return "MISSING: consul.service not enabled (cloud-init enables it)"
 
 
 def _running(s: Scratch) -> str:
@@ -354,7 +363,8 @@ def _sysctl(s: Scratch) -> str:
 
 @pytest.mark.parametrize(
     "damage",
-    [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled, _running,
+    [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled,
+     _agent_enabled, _running,
      _wrong_version, _port_missing, _permissive, _no_swap, _sysctl],
 )
 def test_self_check_fails_the_bake_on_each_missing_fact(baked: Scratch, damage) -> None:
@@ -408,3 +418,22 @@ def test_zero_swap_means_no_swap_file(scratch: Scratch) -> None:
     scratch.must("70-create-swap.sh", SWAP_MB="0")
     assert not (scratch.root / "swapfile").exists()
     assert "/swapfile" not in (scratch.root / "etc/fstab").read_text()
+
+
+def test_install_units_refuses_an_agent_running_during_the_bake(baked: Scratch) -> None:
+    data = baked.state_data()
+    data["active"] = ["consul.service"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("50-install-units.sh")
+    assert run.returncode == 1
+    assert "consul.service is running during the bake" in run.stderr
+
+
+def test_install_units_disables_agents_an_older_bake_enabled(baked: Scratch) -> None:
+    """Units enabled in the image would start at multi-user.target, before runcmd has loaded the firewall zone."""
+    data = baked.state_data()
+    data["enabled"] += ["consul.service", "nomad.service"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("50-install-units.sh")
+    assert run.returncode == 0, run.stderr
+    assert not {"consul.service", "nomad.service"} & set(baked.state_data()["enabled"])
