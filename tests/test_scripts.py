@@ -28,7 +28,7 @@ from packer_support import require_tool
 SCRIPTS = packer.SCRIPTS_DIR
 FAKES = (
     "dnf", "rpm", "systemctl", "cloud-init", "getent", "useradd", "chown", "stat", "firewall-offline-cmd",
-    "firewall-cmd", "getenforce", "setenforce", "pgrep", "modprobe", "sysctl", "restorecon", "systemd-detect-virt",
+    "firewall-cmd", "getenforce", "setenforce", "pgrep", "modprobe", "sysctl", "restorecon",
 )
 MUTATING = {
     ("dnf", "install"), ("dnf", "upgrade"), ("dnf", "config-manager"), ("systemctl", "enable"),
