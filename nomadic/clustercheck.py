@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
-from . import proc
 from .errors import ConfigError, ToolMissing
-from .render import PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -247,125 +238,3 @@ def check_cluster(nodes: Mapping[str, NodeConfig]) -> list[Check]:
 
 def failed(checks: Iterable[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
-
-
-# --- per-node validators over what write_nodes wrote -------------------------------------------------------
-
-SCHEMA_24_4 = PROJECT_ROOT / "cloud-init" / "schemas" / "cloud-init-24.4-schema-cloud-config-v1.json"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-@lru_cache(maxsize=1)
-def _validator_24_4() -> Any:
-    try:
-        import jsonschema
-    except ImportError:
-        raise ToolMissing(
-            "jsonschema is not installed, so user-data cannot be checked against cloud-init's schema",
-            hint="install the dev extra: .venv/bin/pip install -e '.[dev]'",
-        ) from None
-    return jsonschema.Draft4Validator(json.loads(SCHEMA_24_4.read_text(encoding="utf-8")))
-
-
-def schema_errors_24_4(user_data: str) -> list[str]:
-    """Errors of `user_data` against cloud-init 24.4's cloud-config schema (AlmaLinux 9's; strict on keys)."""
-    if not user_data.startswith("#cloud-config\n"):
-        return ["does not start with a '#cloud-config' line"]
-    try:
-        data = yaml.safe_load(user_data)
-    except yaml.YAMLError as exc:
-        return [f"not YAML: {str(exc).splitlines()[0]}"]
-    errors = []
-    for error in sorted(_validator_24_4().iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        where = ".".join(str(p) for p in error.absolute_path) or "top level"
-        errors.append(f"{where}: {error.message}")
-    return errors
-
-
-def cloud_init_schema_check(path: Path, name: str) -> Check:
-    """The installed cloud-init (22.4 on Debian 12) validating `path`: `cloud-init schema --config-file`."""
-    if shutil.which("cloud-init") is None:
-        detail = "cloud-init not installed (apt-get install cloud-init)"
-        return Check(name, False, detail) if _in_ci() else Check(name, True, detail, skipped=True)
-    result = proc.run(["cloud-init", "schema", "--config-file", str(path)], check=False, timeout=120)
-    if result.exit_code == 0:
-        return Check(name, True)
-    text = (result.stderr + "\n" + result.stdout).strip().splitlines()
-    reason = next((line for line in text if "schema errors" in line), text[-1] if text else "")
-    return Check(name, False, reason or f"exit code {result.exit_code}")
-
-
-def cloud_init_version() -> str:
-    """'22.4.2' or so; '' when cloud-init is absent."""
-    if shutil.which("cloud-init") is None:
-        return ""
-    result = proc.run(["cloud-init", "--version"], check=False, timeout=60)
-    words = (result.stdout + " " + result.stderr).split()
-    return words[-1] if words else ""
-
-
-# firewalld's own zone parser (Debian: python3-firewall), run by the system Python it is installed for.
-SYSTEM_PYTHON = "/usr/bin/python3"
-_ZONE_READER = (
-    "import sys\n"
-    "from firewall.core.io.zone import zone_reader\n"
-    "zone = zone_reader(sys.argv[2], sys.argv[1])\n"
-    "print(zone.name, len(zone.sources), len(zone.services), len(zone.ports))\n"
-)
-
-
-def firewalld_zone_check(user_data: str, name: str) -> Check:
-    """The firewalld zone the user-data writes, parsed and checked by firewalld's own reader."""
-    from .nodeconfig import ZONE_FILE
-
-    try:
-        files = {f.get("path"): f for f in (yaml.safe_load(user_data) or {}).get("write_files", [])}
-    except (yaml.YAMLError, AttributeError):
-        return Check(name, False, "user-data is not a cloud-config mapping")
-    if ZONE_FILE not in files:
-        return Check(name, False, f"user-data writes no {ZONE_FILE}")
-    if not Path(SYSTEM_PYTHON).exists():
-        detail = f"{SYSTEM_PYTHON} not found (apt-get install python3-firewall)"
-        return Check(name, False, detail) if _in_ci() else Check(name, True, detail, skipped=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        zone_name = Path(ZONE_FILE).name
-        (Path(tmp) / zone_name).write_text(str(files[ZONE_FILE].get("content", "")), encoding="utf-8")
-        result = proc.run([SYSTEM_PYTHON, "-c", _ZONE_READER, tmp, zone_name], check=False, timeout=60)
-    if result.exit_code == 0:
-        return Check(name, True)
-    lines = result.stderr.strip().splitlines()
-    if any("No module named 'firewall'" in line for line in lines):
-        detail = "firewalld's python module is not installed (apt-get install python3-firewall)"
-        return Check(name, False, detail) if _in_ci() else Check(name, True, detail, skipped=True)
-    return Check(name, False, lines[-1] if lines else f"exit code {result.exit_code}")
-
-
-def validate_written(nodes_dir: Path) -> list[Check]:
-    """Per node: user-data against both cloud-init schemas, its firewalld zone, both HCL files; then the cluster."""
-    if not nodes_dir.is_dir():
-        raise ConfigError(f"{nodes_dir} does not exist", hint="run `invoke render` first")
-    checks: list[Check] = []
-    installed = cloud_init_version() or "installed"
-    for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
-        node = node_dir.name
-        user_data = node_dir / "user-data"
-        text = user_data.read_text(encoding="utf-8")
-        errors = schema_errors_24_4(text)
-        checks.append(Check(f"{node}/user-data: cloud-init 24.4 schema", not errors, "; ".join(errors)))
-        checks.append(cloud_init_schema_check(user_data, f"{node}/user-data: cloud-init {installed} schema"))
-        checks.append(firewalld_zone_check(text, f"{node}/user-data: firewalld zone"))
-        for kind in ("consul", "nomad"):
-            path = node_dir / f"{kind}.hcl"
-            try:
-                parse_hcl(path.read_text(encoding="utf-8"), str(path))
-                checks.append(Check(f"{node}/{kind}.hcl: HCL parses", True))
-            except ConfigError as exc:
-                checks.append(Check(f"{node}/{kind}.hcl: HCL parses", False, exc.message))
-    if all(c.ok for c in checks):
-        checks.extend(check_cluster(load_node_set(nodes_dir)))
-    return checks
-
-

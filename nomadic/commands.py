@@ -52,12 +52,16 @@ def render(settings: Settings) -> None:
 
 
 def validate(settings: Settings) -> None:
-    """Render, then check what was written: both cloud-init schemas, HCL, the cluster as a whole, the image."""
-    from . import clustercheck, imagebuild, nodeconfig
+    """Render, then check what was written: both cloud-init schemas, HCL, the agents' own validators, the
+    cluster as a whole, the image."""
+    from . import agentcheck, clustercheck, imagebuild, nodecheck, nodeconfig
     from .errors import RenderError
 
     render(settings)
-    checks = clustercheck.validate_written(nodeconfig.nodes_dir(settings))
+    nodes_dir = nodeconfig.nodes_dir(settings)
+    checks = nodecheck.validate_written(nodes_dir)
+    agents = {"consul": settings.build.consul, "nomad": settings.build.nomad}
+    checks += agentcheck.validate_nodes(nodes_dir, agents)
     for check in checks:
         print(check.line())
     imagebuild.validate_templates(settings)

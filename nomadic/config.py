@@ -80,6 +80,9 @@ class BuildSettings:
     target: Target = Target.OCI
     image: str = "almalinux9"
     packer: str = "packer"
+    # The agents whose own validators `invoke validate` runs over the rendered configs (PATH name or path).
+    consul: str = "consul"
+    nomad: str = "nomad"
 
 
 @dataclass(frozen=True)

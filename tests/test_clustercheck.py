@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import clustercheck, commands, config, keys, nodeconfig
+from nomadic import agentcheck, clustercheck, commands, config, keys, nodecheck, nodeconfig
 from nomadic.errors import ConfigError, RenderError
 from nomadic.plan import make_plan
 
@@ -170,11 +170,14 @@ def test_render_warns_about_two_servers(tmp_path: Path, capsys, image_templates)
 
 @pytest.mark.integration
 def test_validate_prints_one_line_per_check(tmp_path: Path, capsys, image_templates):
-    s = config.load({"cluster": {"count": 3}}, tmp_path)
+    absent = {"consul": str(tmp_path / "no-consul"), "nomad": str(tmp_path / "no-nomad")}
+    s = config.load({"cluster": {"count": 3}, "build": absent}, tmp_path)
     commands.validate(s)
     out = capsys.readouterr().out
     check_lines = [line for line in out.splitlines() if line.split(" ", 1)[0] in {"ok", "FAIL", "skip"}]
-    assert len(check_lines) == 3 * 5 + len(clustercheck.check_cluster(node_set(tmp_path, 3)))
+    # 5 per node, the cluster's, and one skip line per agent that is not there (tests/test_agentcheck.py runs them)
+    assert len(check_lines) == 3 * 5 + len(clustercheck.check_cluster(node_set(tmp_path, 3))) + 2
+    assert f"skip  consul validate: {absent['consul']} not found (put it on PATH or set build.consul)" in check_lines
     assert any("cloud-init 24.4 schema" in line for line in check_lines)
     assert not any(line.startswith("FAIL") for line in check_lines)
     assert image_templates == ["render_templates", "validate_templates"]
@@ -187,7 +190,7 @@ def test_validate_written_reports_a_broken_user_data(tmp_path: Path):
     (out / "nomadic-01" / "nomad.hcl").write_text("server {")
     if shutil.which("cloud-init") is None and not os.environ.get("CI"):
         pytest.skip("cloud-init not installed")
-    checks = {c.name: c for c in clustercheck.validate_written(out)}
+    checks = {c.name: c for c in nodecheck.validate_written(out)}
     assert not checks["nomadic-01/user-data: cloud-init 24.4 schema"].ok
     assert not checks["nomadic-01/nomad.hcl: HCL parses"].ok
     assert checks["nomadic-01/consul.hcl: HCL parses"].ok
@@ -195,8 +198,9 @@ def test_validate_written_reports_a_broken_user_data(tmp_path: Path):
 
 def test_validate_fails_with_one_line_when_a_check_fails(tmp_path: Path, monkeypatch, image_templates):
     monkeypatch.setattr(
-        clustercheck, "validate_written", lambda d: [clustercheck.Check("x", True), clustercheck.Check("y", False, "z")]
+        nodecheck, "validate_written", lambda d: [clustercheck.Check("x", True), clustercheck.Check("y", False, "z")]
     )
+    monkeypatch.setattr(agentcheck, "validate_nodes", lambda d, agents: [])
     with pytest.raises(RenderError) as info:
         commands.validate(config.load({"cluster": {"count": 1}}, tmp_path))
     assert "1 of 2 node checks failed" in str(info.value) and "\n" not in str(info.value)

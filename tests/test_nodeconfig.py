@@ -17,7 +17,7 @@ import pytest
 import yaml
 from hypothesis import given, settings as hsettings, strategies as st
 
-from nomadic import clustercheck, config, imagefacts, keys, nodeconfig
+from nomadic import clustercheck, config, imagefacts, keys, nodecheck, nodeconfig
 from nomadic.errors import ConfigError
 from nomadic.plan import Role, make_plan
 
@@ -196,7 +196,7 @@ def test_user_data_installs_both_configs_and_the_firewall(tmp_path: Path, count:
 
 @pytest.fixture(scope="module")
 def validator_24_4():
-    return clustercheck._validator_24_4()
+    return nodecheck._validator_24_4()
 
 
 @pytest.mark.parametrize("count", CASES)
@@ -204,21 +204,21 @@ def test_user_data_passes_cloud_init_24_4_schema(tmp_path: Path, count: int, val
     """Schema: cloud-init 24.4's cloud-config schema (what AlmaLinux 9 ships), Draft4Validator, vendored in
     cloud-init/schemas/; it rejects unknown top-level keys."""
     for name, files in rendered(tmp_path, count)[2].items():
-        assert clustercheck.schema_errors_24_4(files.user_data) == [], name
+        assert nodecheck.schema_errors_24_4(files.user_data) == [], name
 
 
 def test_the_24_4_schema_check_catches_mistakes():
     """Schema: cloud-init 24.4 (vendored): an unknown key and a numeric mode are both reported."""
-    errors = clustercheck.schema_errors_24_4(
+    errors = nodecheck.schema_errors_24_4(
         "#cloud-config\nhostnme: x\nwrite_files:\n  - path: /a\n    permissions: 0640\n"
     )
     assert any("hostnme" in e for e in errors)
     assert any(e.startswith("write_files.0.permissions") for e in errors)
-    assert clustercheck.schema_errors_24_4("hostname: x\n") == ["does not start with a '#cloud-config' line"]
+    assert nodecheck.schema_errors_24_4("hostname: x\n") == ["does not start with a '#cloud-config' line"]
 
 
 def _cloud_init_available() -> None:
-    if clustercheck.cloud_init_version() == "":
+    if nodecheck.cloud_init_version() == "":
         if os.environ.get("CI"):
             pytest.fail("cloud-init is not installed (bin/setup --test installs it)")
         pytest.skip("cloud-init not installed")
@@ -232,7 +232,7 @@ def test_user_data_passes_installed_cloud_init_schema(tmp_path: Path, count: int
     for name, files in rendered(tmp_path, count)[2].items():
         path = tmp_path / f"{name}.yaml"
         path.write_text(files.user_data)
-        check = clustercheck.cloud_init_schema_check(path, name)
+        check = nodecheck.cloud_init_schema_check(path, name)
         assert check.ok and not check.skipped, check.line()
 
 
@@ -242,7 +242,7 @@ def test_installed_cloud_init_schema_check_catches_mistakes(tmp_path: Path):
     _cloud_init_available()
     path = tmp_path / "bad.yaml"
     path.write_text("#cloud-config\nwrite_files:\n  - path: /a\n    permissions: 0640\n")
-    check = clustercheck.cloud_init_schema_check(path, "bad")
+    check = nodecheck.cloud_init_schema_check(path, "bad")
     assert not check.ok and "permissions" in check.detail
 
 
@@ -251,7 +251,7 @@ def test_installed_cloud_init_schema_check_catches_mistakes(tmp_path: Path):
 def test_firewalld_accepts_the_zone(tmp_path: Path, count: int):
     """firewalld's own zone reader (python3-firewall) parses every node's zone without error."""
     for name, files in rendered(tmp_path, count)[2].items():
-        check = clustercheck.firewalld_zone_check(files.user_data, name)
+        check = nodecheck.firewalld_zone_check(files.user_data, name)
         if check.skipped:
             pytest.skip(check.detail)  # never in CI: there the check itself fails
         assert check.ok, check.line()
@@ -261,11 +261,11 @@ def test_firewalld_accepts_the_zone(tmp_path: Path, count: int):
 def test_firewalld_zone_check_catches_a_bad_zone(tmp_path: Path):
     user_data = rendered(tmp_path, 1)[2]["nomadic-01"].user_data
     broken = user_data.replace('port="20000-32000"', 'port="20000-99999"')
-    check = clustercheck.firewalld_zone_check(broken, "broken")
+    check = nodecheck.firewalld_zone_check(broken, "broken")
     if check.skipped:
         pytest.skip(check.detail)
     assert not check.ok and "20000-99999" in check.detail
-    assert not clustercheck.firewalld_zone_check("#cloud-config\nhostname: x\n", "none").ok
+    assert not nodecheck.firewalld_zone_check("#cloud-config\nhostname: x\n", "none").ok
 
 
 # --- OCI metadata size -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import clustercheck, config, imagebuild, imagedef, packer
+from nomadic import clustercheck, config, imagebuild, imagedef, nodecheck, packer
 from nomadic.config import Target
 from nomadic.errors import CommandFailed, ConfigError
 
@@ -194,14 +194,14 @@ def test_seed_user_data_passes_cloud_init_24_4_schema(tmp_path: Path) -> None:
     """The qemu build's NoCloud seed against cloud-init 24.4's schema (what AlmaLinux 9 ships)."""
     user_data = rendered(settings_for(tmp_path))["seed/user-data"]
     assert user_data.startswith("#cloud-config\n") and TEST_KEY in user_data
-    assert clustercheck.schema_errors_24_4(user_data) == []
+    assert nodecheck.schema_errors_24_4(user_data) == []
 
 
 def test_seed_user_data_passes_installed_cloud_init_schema(tmp_path: Path) -> None:
     require_tool("cloud-init")
     path = tmp_path / "user-data"
     path.write_text(rendered(settings_for(tmp_path))["seed/user-data"])
-    check = clustercheck.cloud_init_schema_check(path, "seed")
+    check = nodecheck.cloud_init_schema_check(path, "seed")
     assert check.ok and not check.skipped, check.line()
 
 
