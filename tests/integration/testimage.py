@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from nomadic import config, imagedef, imagefacts, packer, proc
+from nomadic import config, imagebuild, imagedef, imagefacts, packer, proc
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "testimage"
@@ -118,14 +118,6 @@ def agents() -> dict[str, Path]:
     return {name: Path(found[name].strip()) for name in ("consul", "nomad")}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # Commands run inside the image (chroot) after the bake's scripts.
 CHROOT_STEPS = (
     ("systemctl", "enable", "systemd-networkd.service", "cloud-init.service"),
@@ -138,7 +130,8 @@ def recipe_hash(binaries: dict[str, Path] | None = None) -> str:
         "files": {k: list(v) for k, v in files().items()}, "steps": CHROOT_STEPS,
         "nomadic-files": nomadic_files(), "provisioning": PROVISIONING,
         "scripts": {s: (packer.SCRIPTS_DIR / s).read_text() for s in PROVISIONING},
-        "agents": {name: _sha256(path) for name, path in sorted((binaries or {}).items())},
+        "agents": {name: imagebuild._sha256(path)  # the one file digest the project has
+                    for name, path in sorted((binaries or {}).items())},
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
