@@ -1,7 +1,8 @@
-"""Small file helpers: records other commands read are replaced whole, never seen half-written."""
+"""Small file helpers: records other commands read are replaced whole, never seen half-written; digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -14,3 +15,12 @@ def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> Path:
         fh.write(text)
     tmp.replace(path)
     return path
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 in hex, read in 1 MiB blocks (images and agent binaries are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

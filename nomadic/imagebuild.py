@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import hashlib
 import os
 import shutil
 import sys
@@ -11,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import accel, artifacts, imagedef, packer, proc
+from .fsutil import sha256_file
 from .config import Auth, Settings, Target
 from .errors import CommandFailed, ConfigError, Interrupted, ToolMissing
 from .imagedef import ImageDef
@@ -384,14 +384,6 @@ def _left_behind(settings: Settings, target: Target, log: Path) -> str:
     return f"a qemu process may still run and {build_dir(settings)}/output/ may hold a partial qcow2; log: {log}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _artifact(settings: Settings, target: Target, out: Path, built: packer.Built, started: datetime) -> dict:
     common = {
         "built_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -410,7 +402,7 @@ def _artifact(settings: Settings, target: Target, out: Path, built: packer.Built
     path = (out / qcow2[0]).resolve()
     if not path.is_file():
         raise CommandFailed(f"the qcow2 Packer reported, {path}, does not exist")
-    return {"path": str(path), "sha256": _sha256(path), **common}
+    return {"path": str(path), "sha256": sha256_file(path), **common}
 
 
 # ---- verify --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import yaml
 
 from . import proc
-from .clustercheck import Check, check_cluster, load_node_set, parse_hcl
+from .clustercheck import Check, NodeConfig, check_cluster, parse_hcl
 from .errors import ConfigError, ToolMissing
 from .render import PROJECT_ROOT
 
@@ -170,7 +170,8 @@ def firewalld_zone_checks(user_datas: Sequence[tuple[str, str]]) -> list[Check]:
             if file_name in said:
                 checks[i] = Check(name, not said[file_name], said[file_name])
             elif any("No module named 'firewall'" in line for line in stderr):
-                checks[i] = _missing(name, "firewalld's python module is not installed (apt-get install python3-firewall)")
+                detail = "firewalld's python module is not installed (apt-get install python3-firewall)"
+                checks[i] = _missing(name, detail)
             else:
                 checks[i] = Check(name, False, stderr[-1] if stderr else f"exit code {result.exit_code}")
     return [checks[i] for i in range(len(user_datas))]
@@ -191,6 +192,7 @@ def validate_written(nodes_dir: Path) -> list[Check]:
     )
     zone_checks = firewalld_zone_checks([(texts[d.name], f"{d.name}/user-data: firewalld zone") for d in node_dirs])
     checks: list[Check] = []
+    parsed: dict[str, dict[str, Any]] = {}  # each HCL file parsed once: python-hcl2 is most of this step's time
     for node_dir, schema_check, zone_check in zip(node_dirs, schema_checks, zone_checks):
         node = node_dir.name
         errors = schema_errors_24_4(texts[node])
@@ -200,12 +202,12 @@ def validate_written(nodes_dir: Path) -> list[Check]:
         for kind in ("consul", "nomad"):
             path = node_dir / f"{kind}.hcl"
             try:
-                parse_hcl(path.read_text(encoding="utf-8"), str(path))
+                parsed.setdefault(node, {})[kind] = parse_hcl(path.read_text(encoding="utf-8"), str(path))
                 checks.append(Check(f"{node}/{kind}.hcl: HCL parses", True))
             except ConfigError as exc:
                 checks.append(Check(f"{node}/{kind}.hcl: HCL parses", False, exc.message))
     if all(c.ok for c in checks):
-        checks.extend(check_cluster(load_node_set(nodes_dir)))
+        checks.extend(check_cluster({n: NodeConfig(n, p["consul"], p["nomad"]) for n, p in parsed.items()}))
     return checks
 
 
