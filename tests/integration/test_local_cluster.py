@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ import pytest
 from nomadic import config, health, imagechecks, imagefacts, keys, nodeconfig, outputs, proc
 from nomadic.plan import make_plan
 from nomadic.providers.local import LocalProvider, tcp_port_free, udp_port_free
+
+from tests import agents
 
 from . import testimage
 
@@ -69,10 +70,7 @@ def free_base(count: int, start: int, check) -> int:
 def image() -> testimage.TestImage:
     for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img", "qemu-system-x86_64", "ssh", "ssh-keygen"):
         need(shutil.which(tool) is not None, f"{tool} not installed (bin/setup --test installs it)")
-    built = subprocess.run([sys.executable, "-m", "tests.agents", "--check"], cwd=ROOT, capture_output=True,
-                           text=True, check=False)
-    need(built.returncode == 0, f"test agents not built: {built.stderr.strip()}")
-    binaries = testimage.agents()
+    binaries = agents.require()  # never builds here: bin/setup --test does
     cached = testimage.CACHE / testimage.recipe_hash(binaries) / "disk.qcow2"
     need(cached.exists() or os.geteuid() == 0, "building the test image needs root")
     return testimage.build(binaries, log=sys.stderr)

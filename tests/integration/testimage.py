@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from nomadic import config, imagebuild, imagedef, imagefacts, packer, proc
+from nomadic import config, fsutil, imagedef, imagefacts, packer, proc
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "testimage"
@@ -110,12 +110,10 @@ def files() -> dict[str, tuple[str, int, str]]:
 
 
 def agents() -> dict[str, Path]:
-    """The test agents' binaries (`python -m tests.agents` builds them first if needed): name -> path."""
-    result = proc.run([sys.executable, "-m", "tests.agents"], cwd=ROOT, timeout=3600, check=False)
-    if result.exit_code != 0:
-        raise RuntimeError(f"tests.agents failed: {(result.stderr or result.stdout).strip()}")
-    found = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
-    return {name: Path(found[name].strip()) for name in ("consul", "nomad")}
+    """The test agents' binaries (tests/agents.py builds them first if needed): name -> path."""
+    from tests import agents as test_agents
+
+    return test_agents.find(build_missing=True)
 
 
 # Commands run inside the image (chroot) after the bake's scripts.
@@ -130,8 +128,7 @@ def recipe_hash(binaries: dict[str, Path] | None = None) -> str:
         "files": {k: list(v) for k, v in files().items()}, "steps": CHROOT_STEPS,
         "nomadic-files": nomadic_files(), "provisioning": PROVISIONING,
         "scripts": {s: (packer.SCRIPTS_DIR / s).read_text() for s in PROVISIONING},
-        "agents": {name: imagebuild._sha256(path)  # the one file digest the project has
-                    for name, path in sorted((binaries or {}).items())},
+        "agents": {name: fsutil.sha256_file(path) for name, path in sorted((binaries or {}).items())},
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
