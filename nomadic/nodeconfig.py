@@ -27,12 +27,12 @@ ZONE_FILE = f"/etc/firewalld/zones/{FIREWALL_ZONE}.xml"
 CONSUL_HTTP = "127.0.0.1:8500"
 # Reserved for the OS, Docker and the agents on a 1 GB / 2 vCPU E2.1.Micro (MHz, MB). A node that is also a
 # server holds the Raft state of both Consul and Nomad in memory, so it keeps more back. From benchmarks/boot.py
-# on 1 GB VMs (README, "Boot and memory figures"): a formed server+client node uses about 300-315 MB (Consul
-# ~110 MB and Nomad ~85-90 MB resident, the rest the OS); Docker's engine, absent from the test image, adds about
-# 100 MB; the rest is headroom for Raft and catalog growth.
+# on 1 GB VMs (README, "Boot and memory figures"): a formed server+client node uses 295-315 MB (Consul 100-115 MB
+# and Nomad 75-90 MB resident, the rest the OS), a client-only node about 270 MB (Consul 90, Nomad 75); Docker's
+# engine, absent from the test image, adds about 100 MB; the rest is headroom (more on servers: Raft, catalog).
 RESERVED = {
     Role.BOTH: {"cpu": 300, "memory": 500},
-    Role.CLIENT: {"cpu": 200, "memory": 300},
+    Role.CLIENT: {"cpu": 200, "memory": 400},
 }
 
 

@@ -136,6 +136,7 @@ def cluster(request: pytest.FixtureRequest, image: testimage.TestImage, tmp_path
         close_connections(cl.settings)
         cl.invoke("destroy", "--provider", "local", "--yes", check=False)
         shutil.rmtree(control_dir(), ignore_errors=True)
+        control_dir.cache_clear()  # the next cluster (shape) makes a fresh one
 
     request.addfinalizer(teardown)  # before launch: a launch that fails half-way is torn down too
     started = time.monotonic()

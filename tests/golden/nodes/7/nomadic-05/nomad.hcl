@@ -34,7 +34,7 @@ client {
   # Keep room on a 1 GB node for the OS, Docker, Consul and Nomad themselves.
   reserved {
     cpu    = 200
-    memory = 300
+    memory = 400
   }
 }
 
