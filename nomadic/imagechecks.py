@@ -62,12 +62,18 @@ def binaries(run: Run, versions: Versions | None = None) -> list[str]:
 
 
 def units(run: Run) -> list[str]:
-    """Our units are the ones systemd loads, enabled; consul and nomad not started unless configured."""
+    """Our units are the ones systemd loads; docker and firewalld enabled; consul and nomad neither enabled nor
+    running until cloud-init has written their configs (on a configured node runcmd has enabled them)."""
     problems = []
     for unit in facts.ENABLED_UNITS:
         state = _out(run, f"systemctl is-enabled {unit}")[1]
         if state != "enabled":
             problems.append(f"{unit} is {state or 'unknown'}, expected enabled")
+    for unit, config in (("consul.service", facts.CONSUL_CONFIG_FILE), ("nomad.service", facts.NOMAD_CONFIG_FILE)):
+        state = _out(run, f"systemctl is-enabled {unit}")[1]
+        configured = _out(run, f"test -s {config}")[0] == 0
+        if not configured and state != "disabled":
+            problems.append(f"{unit} is {state or 'unknown'} before {config} exists, expected disabled")
     for unit, path in ((facts.CONSUL_UNIT, facts.CONSUL_UNIT), (facts.NOMAD_UNIT, facts.NOMAD_UNIT)):
         name = path.rsplit("/", 1)[-1]
         fragment = _out(run, f"systemctl show -p FragmentPath --value {name}")[1]
@@ -75,8 +81,9 @@ def units(run: Run) -> list[str]:
             problems.append(f"{name} is loaded from {fragment or 'nowhere'}, expected {path}")
     if _out(run, "systemctl show -p User --value consul.service")[1] != facts.CONSUL_USER:
         problems.append(f"consul.service does not run as {facts.CONSUL_USER}")
-    if _out(run, "systemctl show -p OOMScoreAdjust --value nomad.service")[1] != "-1000":
-        problems.append("nomad.service lacks OOMScoreAdjust=-1000")
+    for unit, score in (("nomad.service", facts.NOMAD_OOM_SCORE_ADJUST), ("consul.service", facts.CONSUL_OOM_SCORE_ADJUST)):
+        if _out(run, f"systemctl show -p OOMScoreAdjust --value {unit}")[1] != str(score):
+            problems.append(f"{unit} lacks OOMScoreAdjust={score}")
     for unit, config in (("consul.service", facts.CONSUL_CONFIG_FILE), ("nomad.service", facts.NOMAD_CONFIG_FILE)):
         configured = _out(run, f"test -s {config}")[0] == 0
         if not configured and _active(run, unit):

@@ -41,9 +41,17 @@ CONSUL_GROUP = "consul"
 UNIT_DIR = "/etc/systemd/system"
 CONSUL_UNIT = f"{UNIT_DIR}/consul.service"
 NOMAD_UNIT = f"{UNIT_DIR}/nomad.service"
-# Enabled in the image; consul and nomad are started by cloud-init once their configs exist, never during the bake.
-ENABLED_UNITS = ("docker.service", "firewalld.service", "consul.service", "nomad.service")
-NOT_STARTED_UNITS = ("consul.service", "nomad.service")
+# Enabled in the image (they start at boot).
+ENABLED_UNITS = ("docker.service", "firewalld.service")
+# Installed, not enabled, never started during the bake: each node's cloud-init (runcmd) enables and starts them
+# once their configs exist and the firewalld zone that opens their ports is loaded. Enabled units would start at
+# multi-user.target, before runcmd, behind a closed firewall.
+AGENT_UNITS = ("consul.service", "nomad.service")
+DISABLED_UNITS = AGENT_UNITS
+NOT_STARTED_UNITS = AGENT_UNITS
+# The OOM killer's order on a 1 GB node: job tasks first, then Consul, Nomad (which supervises the tasks) never.
+NOMAD_OOM_SCORE_ADJUST = -1000
+CONSUL_OOM_SCORE_ADJUST = -900
 
 CONSUL_CONFIG_DIR = PathFact("/etc/consul.d", "root", CONSUL_GROUP, 0o750)
 NOMAD_CONFIG_DIR = PathFact("/etc/nomad.d", "root", "root", 0o750)

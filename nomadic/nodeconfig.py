@@ -26,10 +26,13 @@ FIREWALL_ZONE = "nomadic"
 ZONE_FILE = f"/etc/firewalld/zones/{FIREWALL_ZONE}.xml"
 CONSUL_HTTP = "127.0.0.1:8500"
 # Reserved for the OS, Docker and the agents on a 1 GB / 2 vCPU E2.1.Micro (MHz, MB). A node that is also a
-# server holds the Raft state of both Consul and Nomad in memory, so it keeps more back.
+# server holds the Raft state of both Consul and Nomad in memory, so it keeps more back. From benchmarks/boot.py
+# on 1 GB VMs (README, "Boot and memory figures"): a formed server+client node uses 295-315 MB (Consul 100-115 MB
+# and Nomad 75-90 MB resident, the rest the OS), a client-only node about 270 MB (Consul 90, Nomad 75); Docker's
+# engine, absent from the test image, adds about 100 MB; the rest is headroom (more on servers: Raft, catalog).
 RESERVED = {
-    Role.BOTH: {"cpu": 300, "memory": 400},
-    Role.CLIENT: {"cpu": 200, "memory": 300},
+    Role.BOTH: {"cpu": 300, "memory": 500},
+    Role.CLIENT: {"cpu": 200, "memory": 400},
 }
 
 
@@ -87,10 +90,12 @@ def render_node(plan: Plan, node: Node, keys: gossip.GossipKeys, settings: Setti
         "nomad": {"path": imagefacts.NOMAD_CONFIG_FILE, "owner": "root:root", "mode": "0640"},
         "zone": {"path": ZONE_FILE, "owner": "root:root", "mode": "0644"},
     }
+    # The image ships the agents' units disabled: they start here, after the zone that opens their ports is
+    # loaded. --no-block: Consul is ready only once it has joined a peer, which may still be booting; cloud-init
+    # must not wait for that (systemd orders nomad after consul and retries both until the peers answer).
     runcmd = [
         ["firewall-cmd", "--reload"],
-        ["systemctl", "start", "consul.service"],
-        ["systemctl", "start", "nomad.service"],
+        ["systemctl", "enable", "--now", "--no-block", *imagefacts.AGENT_UNITS],
     ]
     user_data = render(
         "user-data.yaml.j2",

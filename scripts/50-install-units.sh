@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Our consul.service and nomad.service in /etc/systemd/system, enabled for boot and never started here:
-# cloud-init starts them once each node's config is written.
+# Our consul.service and nomad.service in /etc/systemd/system, installed but NOT enabled and never started here.
+# On each node, cloud-init's runcmd loads the firewalld zone that opens their ports, then enables and starts them
+# (consul first): enabled units would start at multi-user.target, before runcmd, behind a closed firewall.
 set -euo pipefail
 
 R="${NOMADIC_ROOT:-}"
@@ -22,10 +23,12 @@ if (( changed )); then
 fi
 
 for unit in consul.service nomad.service; do
-  if ! systemctl is-enabled --quiet "$unit"; then
-    systemctl enable "$unit"
+  if systemctl is-enabled --quiet "$unit"; then
+    log "disabling $unit: cloud-init enables it on each node once its firewall zone is loaded"
+    systemctl disable "$unit"
   fi
-  if systemctl is-active --quiet "$unit"; then
+  # By its answer, not its exit code: in a chroot (the VM tests' image) systemctl ignores is-active, exit 0.
+  if [[ $(systemctl is-active "$unit" 2>/dev/null) == active ]]; then
     log "$unit is running during the bake; it must first start on a node with its config"
     exit 1
   fi

@@ -42,6 +42,9 @@ rm -f "$R/root/.ssh/authorized_keys" "$R/root/.bash_history"
 # Instance state, logs and the build's NoCloud seed: the clone runs cloud-init as a new instance.
 cloud-init clean --logs --seed
 
-dnf clean all >/dev/null
+# Package caches (the VM tests' Debian image has apt, not dnf).
+if command -v dnf >/dev/null; then
+  dnf clean all >/dev/null
+fi
 rm -rf "$R/var/cache/dnf"
 log "identity removed"

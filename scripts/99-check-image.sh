@@ -47,6 +47,7 @@ while read -r kind arg rest; do
     user) getent passwd "$arg" >/dev/null || bad "user $arg" ;;
     file | dir) read -r owner group mode <<<"$rest"; check_path "$kind" "$arg" "$owner" "$group" "$mode" ;;
     enabled) systemctl is-enabled --quiet "$arg" || bad "$arg enabled" ;;
+    disabled) ! systemctl is-enabled --quiet "$arg" || bad "$arg not enabled (cloud-init enables it)" ;;
     inactive) ! systemctl is-active --quiet "$arg" || bad "$arg not yet started (it is running)" ;;
     firewalld)
       have=$(fw_info "$arg" | tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' ')

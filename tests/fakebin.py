@@ -120,10 +120,15 @@ def systemctl(state: dict, args: list[str]) -> int:
     cmd, units = words[0], words[1:]
     if cmd == "enable":
         state["enabled"] = sorted(set(state["enabled"]) | set(units))
+    elif cmd == "disable":
+        state["enabled"] = sorted(set(state["enabled"]) - set(units))
     elif cmd == "is-enabled":
         return 0 if all(u in state["enabled"] for u in units) else 1
     elif cmd == "is-active":
-        return 0 if all(u in state["active"] for u in units) else 3
+        active = [u in state["active"] for u in units]
+        if "--quiet" not in args:
+            print("\n".join("active" if a else "inactive" for a in active))
+        return 0 if all(active) else 3
     return 0  # daemon-reload
 
 

@@ -11,35 +11,18 @@ from nomadic.errors import CloudError
 from nomadic.plan import Role
 from nomadic.providers.base import NodeStatus
 
-CONSUL_MEMBERS = """\
-Node        Address        Status  Type    Build   Protocol  DC   Partition  Segment
-nomadic-01  10.0.0.2:8301  alive   server  1.17.0  2         dc1  default    <all>
-nomadic-02  10.0.0.3:8301  alive   server  1.17.0  2         dc1  default    <all>
-nomadic-03  10.0.0.4:8301  alive   server  1.17.0  2         dc1  default    <all>
-"""
-RAFT = """\
-Node        ID                                    Address        State     Voter  RaftProtocol  Commit Index  Trails Leader By
-nomadic-01  0e4c3a7e-5a4c-7bd3-0f8a-6c3e7d1c2b10  10.0.0.2:8300  leader    true   3             421           -
-nomadic-02  1f5d4b8f-6b5d-8ce4-1a9b-7d4f8e2d3c21  10.0.0.3:8300  follower  true   3             421           0 commits
-"""
-NOMAD_SERVERS = """\
-Name               Address   Port  Status  Leader  Raft Version  Build  Datacenter  Region
-nomadic-01.global  10.0.0.2  4648  alive   true    3             1.7.2  dc1         global
-nomadic-02.global  10.0.0.3  4648  alive   false   3             1.7.2  dc1         global
-nomadic-03.global  10.0.0.4  4648  alive   false   3             1.7.2  dc1         global
-"""
-NOMAD_NODES = """\
-ID        Node Pool  DC   Name        Class   Drain  Eligibility  Status
-3a1b2c4d  default    dc1  nomadic-03  <none>  false  eligible     ready
-4b2c3d5e  default    dc1  nomadic-02  <none>  false  eligible     ready
-5c3d4e6f  default    dc1  nomadic-01  <none>  false  eligible     ready
-"""
+# Recorded from the real agents (see tests/data/health/README.md).
+RECORDED = Path(__file__).parent / "data" / "health"
+CONSUL_MEMBERS = (RECORDED / "consul_members.txt").read_text()
+RAFT = (RECORDED / "consul_raft.txt").read_text()
+NOMAD_SERVERS = (RECORDED / "nomad_servers.txt").read_text()
+NOMAD_NODES = (RECORDED / "nomad_nodes.txt").read_text()
 HEALTHY = {"consul_members": CONSUL_MEMBERS, "consul_raft": RAFT, "nomad_servers": NOMAD_SERVERS, "nomad_nodes": NOMAD_NODES}
 
 
 def nodes(n: int = 3) -> list[NodeStatus]:
     return [
-        NodeStatus(f"nomadic-0{i}", Role.BOTH, "RUNNING", f"id{i}", f"10.0.0.{i + 1}", f"127.0.1.{i}", f"127.0.1.{i}", 22, "opc")
+        NodeStatus(f"vmx-0{i}", Role.BOTH, "RUNNING", f"id{i}", f"10.0.0.{i + 1}", f"127.0.1.{i}", f"127.0.1.{i}", 22, "opc")
         for i in range(1, n + 1)
     ]
 
@@ -54,7 +37,7 @@ def test_ssh_argv_is_batch_and_pins_known_hosts(tmp_path: Path) -> None:
 
 def test_table_parses_columnized_output() -> None:
     rows = health.table(NOMAD_NODES)
-    assert rows[0]["Name"] == "nomadic-03" and rows[0]["Status"] == "ready" and rows[0]["Node Pool"] == "default"
+    assert rows[0]["Name"] == "vmx-02" and rows[0]["Status"] == "ready" and rows[0]["Node Pool"] == "default"
     assert health.table("") == []
 
 
@@ -65,10 +48,10 @@ def test_healthy_cluster_has_no_problems() -> None:
 @pytest.mark.parametrize(
     "key,old,new,problem",
     [
-        ("consul_members", "10.0.0.4:8301  alive ", "10.0.0.4:8301  failed", "consul: not alive members: nomadic-03"),
+        ("consul_members", "10.0.0.4:8301  alive ", "10.0.0.4:8301  failed", "consul: not alive members: vmx-03"),
         ("consul_raft", "leader  ", "follower", "consul: no raft leader"),
         ("nomad_servers", "true ", "false", "nomad: no leader"),
-        ("nomad_nodes", "eligible     ready", "eligible     down ", "nomad: clients not ready: nomadic-03"),
+        ("nomad_nodes", "eligible     ready", "eligible     down ", "nomad: clients not ready: vmx-02"),
     ],
 )
 def test_each_missing_piece_is_named(key: str, old: str, new: str, problem: str) -> None:
@@ -79,7 +62,7 @@ def test_each_missing_piece_is_named(key: str, old: str, new: str, problem: str)
 
 def test_missing_member_is_named() -> None:
     outputs = dict(HEALTHY, consul_members="\n".join(CONSUL_MEMBERS.splitlines()[:3]))
-    assert health.problems(health.expected(nodes()), outputs) == ["consul: not alive members: nomadic-03"]
+    assert health.problems(health.expected(nodes()), outputs) == ["consul: not alive members: vmx-03"]
 
 
 def fake_ssh(answers: dict[str, str], code: int = 0):
@@ -155,7 +138,7 @@ def test_node_health_names_each_nodes_gap() -> None:
     outputs["nomad_nodes"] = outputs["nomad_nodes"].replace("eligible     ready", "eligible     down ", 1)
     outputs["consul_members"] = "\n".join(CONSUL_MEMBERS.splitlines()[:3])
     verdict = health.node_health(health.expected(nodes()), outputs)
-    assert verdict == {"nomadic-01": "ok", "nomadic-02": "ok", "nomadic-03": "consul absent, nomad client down"}
+    assert verdict == {"vmx-01": "ok", "vmx-02": "nomad client down", "vmx-03": "consul absent"}
 
 
 def test_inspect_reports_per_node(tmp_path: Path) -> None:

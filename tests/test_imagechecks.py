@@ -33,6 +33,7 @@ def healthy() -> dict[str, Answer]:
         "systemctl show -p FragmentPath --value nomad.service": Answer(0, imagefacts.NOMAD_UNIT),
         "systemctl show -p User --value consul.service": Answer(0, "consul"),
         "systemctl show -p OOMScoreAdjust --value nomad.service": Answer(0, "-1000"),
+        "systemctl show -p OOMScoreAdjust --value consul.service": Answer(0, "-900"),
         f"cat {imagefacts.MACHINE_ID}": Answer(0, "4f1c2b7d9e8a4c3b8f0e1d2c3b4a5968\n"),
         "ls -A /var/lib/cloud/instances": Answer(0, "ocid1.instance.oc1.eu-frankfurt-1.abc\n"),
         f"stat -c %Y {imagefacts.CONSUL_UNIT}": Answer(0, "1000\n"),
@@ -43,6 +44,7 @@ def healthy() -> dict[str, Answer]:
     for unit in imagefacts.ENABLED_UNITS:
         a[f"systemctl is-enabled {unit}"] = Answer(0, "enabled\n")
     for unit in ("consul.service", "nomad.service"):
+        a[f"systemctl is-enabled {unit}"] = Answer(1, "disabled\n")
         a[f"systemctl is-active {unit}"] = Answer(3, "inactive\n")
     for path in (imagefacts.CONSUL_CONFIG_FILE, imagefacts.NOMAD_CONFIG_FILE):
         a[f"test -s {path}"] = Answer(1, "")
@@ -99,7 +101,11 @@ def test_a_healthy_clone_passes_every_check() -> None:
     [
         (f"{imagefacts.NOMAD_BIN} version", Answer(0, "Nomad v1.9.0"), "binaries", "expected 'Nomad v1.10.3'"),
         ("systemctl is-active consul.service", Answer(0, "active"), "units", "running without /etc/consul.d/consul.hcl"),
-        ("systemctl is-enabled nomad.service", Answer(1, "disabled"), "units", "nomad.service is disabled"),
+        ("systemctl is-enabled firewalld.service", Answer(1, "disabled"), "units", "firewalld.service is disabled"),
+        ("systemctl is-enabled nomad.service", Answer(0, "enabled"), "units",
+         "nomad.service is enabled before /etc/nomad.d/nomad.hcl exists, expected disabled"),
+        ("systemctl show -p OOMScoreAdjust --value consul.service", Answer(0, "0"), "units",
+         "consul.service lacks OOMScoreAdjust=-900"),
         ("systemctl show -p FragmentPath --value nomad.service", Answer(0, "/usr/lib/systemd/system/nomad.service"),
          "units", "loaded from /usr/lib/systemd/system/nomad.service"),
         ("stat -c '%U %G %a %F' /etc/consul.d", Answer(0, "root root 755 directory"), "directories",

@@ -186,11 +186,11 @@ def test_user_data_installs_both_configs_and_the_firewall(tmp_path: Path, count:
         assert {s.get("name") for s in zone.findall("service")} == {"ssh", "consul", "nomad"}
         ports = {(p.get("protocol"), p.get("port")) for p in zone.findall("port")}
         assert ports == {("tcp", "20000-32000"), ("udp", "20000-32000")}
-        # Nothing opens the public zone: no firewall-cmd call adds ports or services there.
+        # Nothing opens the public zone: no firewall-cmd call adds ports or services there. The agents (shipped
+        # disabled) are enabled and started only after the zone is loaded, without cloud-init waiting for peers.
         assert data["runcmd"] == [
             ["firewall-cmd", "--reload"],
-            ["systemctl", "start", "consul.service"],
-            ["systemctl", "start", "nomad.service"],
+            ["systemctl", "enable", "--now", "--no-block", "consul.service", "nomad.service"],
         ]
 
 

@@ -33,6 +33,7 @@ FAKES = (
 )
 MUTATING = {
     ("dnf", "install"), ("dnf", "upgrade"), ("dnf", "config-manager"), ("dnf", "versionlock"), ("systemctl", "enable"),
+    ("systemctl", "disable"),
     ("systemctl", "daemon-reload"), ("systemctl", "start"), ("useradd", None), ("setenforce", None),
 }
 BUILD_USER = "almalinux"
@@ -229,6 +230,7 @@ def test_full_bake_in_scratch_root_passes_the_self_check(baked_once: Scratch) ->
     assert state["installed"]["nomad"] == v.nomad and state["installed"]["consul"] == v.consul
     assert state["installed"]["docker-ce"] == v.docker_ce and "htop" in state["installed"]
     assert set(imagefacts.ENABLED_UNITS) <= set(state["enabled"])
+    assert not set(imagefacts.DISABLED_UNITS) & set(state["enabled"]), "cloud-init enables the agents, not the bake"
     calls = scratch.calls()
     assert ["dnf", "-y", "install", f"nomad-{v.nomad}", f"consul-{v.consul}"] in calls
     assert not [c for c in calls if c[0] == "systemctl" and ("start" in c or "--now" in c or "restart" in c)]
@@ -326,9 +328,16 @@ def _agent_data(s: Scratch) -> str:
 
 def _not_enabled(s: Scratch) -> str:
     data = s.state_data()
-    data["enabled"].remove("consul.service")
+    data["enabled"].remove("firewalld.service")
     s.state.write_text(json.dumps(data))
-    return "MISSING: consul.service enabled"
+    return "MISSING: firewalld.service enabled"
+
+
+def _agent_enabled(s: Scratch) -> str:
+    data = s.state_data()
+    data["enabled"].append("consul.service")
+    s.state.write_text(json.dumps(data))
+    return "MISSING: consul.service not enabled (cloud-init enables it)"
 
 
 def _running(s: Scratch) -> str:
@@ -394,9 +403,9 @@ def _sysctl(s: Scratch) -> str:
 
 @pytest.mark.parametrize(
     "damage",
-    [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled, _running,
-     _wrong_version, _port_missing, _permissive, _no_swap, _unlocked, _no_cni, _no_serial_console,
-     _nocloud_only, _sysctl],
+    [_break_unit, _default_config_back, _wrong_mode, _host_key, _machine_id, _agent_data, _not_enabled,
+     _agent_enabled, _running, _wrong_version, _port_missing, _permissive, _no_swap, _unlocked, _no_cni,
+     _no_serial_console, _nocloud_only, _sysctl],
 )
 def test_self_check_fails_the_bake_on_each_missing_fact(baked: Scratch, damage) -> None:
     # baked_once's own bake ended with 99-check-image.sh passing; this copy differs only by the damage.
@@ -457,3 +466,22 @@ def test_lost_cloud_init_fails_the_self_check(baked: Scratch) -> None:
     baked.state.write_text(json.dumps(data))
     run = baked.run("99-check-image.sh")
     assert run.returncode == 1 and "MISSING: package cloud-init" in run.stderr
+
+
+def test_install_units_refuses_an_agent_running_during_the_bake(baked: Scratch) -> None:
+    data = baked.state_data()
+    data["active"] = ["consul.service"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("50-install-units.sh")
+    assert run.returncode == 1
+    assert "consul.service is running during the bake" in run.stderr
+
+
+def test_install_units_disables_agents_an_older_bake_enabled(baked: Scratch) -> None:
+    """Units enabled in the image would start at multi-user.target, before runcmd has loaded the firewall zone."""
+    data = baked.state_data()
+    data["enabled"] += ["consul.service", "nomad.service"]
+    baked.state.write_text(json.dumps(data))
+    run = baked.run("50-install-units.sh")
+    assert run.returncode == 0, run.stderr
+    assert not {"consul.service", "nomad.service"} & set(baked.state_data()["enabled"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nomadic import imagefacts, proc
+from nomadic import imagefacts, packer, proc
 
 from . import testimage
 
@@ -24,16 +24,20 @@ def test_cloud_init_unit_has_rhel_ordering_not_debians_cycle() -> None:
     assert "Before=network-online.target" in lines
 
 
-def test_standins_keep_the_real_units_ordering_and_conditions() -> None:
-    files = testimage.files()
-    consul = files[imagefacts.CONSUL_UNIT.lstrip("/")][0]
-    nomad = files[imagefacts.NOMAD_UNIT.lstrip("/")][0]
-    assert f"ConditionFileNotEmpty={imagefacts.CONSUL_CONFIG_FILE}" in consul
-    assert f"User={imagefacts.CONSUL_USER}" in consul
-    assert "After=network-online.target consul.service" in nomad
-    for unit in (consul, nomad):
-        assert "STAND-IN" in unit and testimage.STANDIN_LOG in unit
-        assert imagefacts.CONSUL_BIN not in unit and imagefacts.NOMAD_BIN not in unit
+def test_agent_parts_come_from_the_bakes_own_scripts_and_files() -> None:
+    """No second recipe: the units, firewalld services, tmpfiles.d and sysctl files are the bake's rendered ones,
+    put in place by the bake's scripts (the recipe itself writes only Debian's own files)."""
+    rendered = testimage.nomadic_files()
+    assert f"ExecStart={imagefacts.CONSUL_BIN} agent" in rendered["systemd/consul.service"]
+    assert f"ExecStart={imagefacts.NOMAD_BIN} agent" in rendered["systemd/nomad.service"]
+    assert {f"firewalld/{s}.xml" for s in imagefacts.FIREWALLD_SERVICES} <= set(rendered)
+    for script in testimage.PROVISIONING:
+        assert (packer.SCRIPTS_DIR / script).is_file(), script
+    assert {"45-prepare-dirs.sh", "50-install-units.sh", "60-install-firewalld.sh", "90-clean-identity.sh"} <= set(
+        testimage.PROVISIONING)
+    own = testimage.files()
+    assert not any(path.startswith(("etc/systemd/system/consul", "etc/systemd/system/nomad", "etc/firewalld"))
+                   for path in own)
 
 
 def test_system_cloud_config_is_valid(tmp_path: Path) -> None:
@@ -52,3 +56,10 @@ def test_recipe_hash_follows_the_recipe(monkeypatch: pytest.MonkeyPatch) -> None
     assert before == testimage.recipe_hash()
     monkeypatch.setattr(testimage, "PACKAGES", testimage.PACKAGES + ("vim-tiny",))
     assert testimage.recipe_hash() != before
+
+
+def test_recipe_hash_follows_the_agents(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"consul 1")
+    b.write_bytes(b"consul 2")
+    assert testimage.recipe_hash({"consul": a}) != testimage.recipe_hash({"consul": b})

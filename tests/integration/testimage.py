@@ -1,9 +1,11 @@
 """Build (once, then cache) a small Debian 12 VM image that stands in for the baked AlmaLinux image in VM tests.
 
-It has what the real image provides around the agents -- the consul user, /etc/consul.d and /etc/nomad.d with
-their owners and modes, tmpfiles.d for /opt/consul and /opt/nomad, firewalld with `consul` and `nomad`
-services, cloud-init, sshd -- but NOT Consul or Nomad: those are stand-in units that only record that systemd
-started them and in which order. Run as a script to build it by hand: `python -m tests.integration.testimage`.
+Its agent-related parts are made the way the bake makes them: the project's own provisioning scripts
+(PROVISIONING: users, config dirs, tmpfiles.d, our units, firewalld services, kernel settings, identity cleanup)
+run inside the image's root with the rendered nomadic-files, and the real Consul and Nomad binaries the test
+agents build (tests/agents.py: older MPL-2.0 releases than the image pins) sit where the units expect them.
+What is Debian's own (packages, cloud-init's unit ordering, the NoCloud-only datasource) is below. No Docker.
+Run as a script to build it by hand: `python -m tests.integration.testimage`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from nomadic import imagefacts, proc, render
+from nomadic import config, fsutil, imagedef, imagefacts, packer, proc
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "testimage"
@@ -66,19 +68,6 @@ StandardOutput=journal+console
 WantedBy=cloud-init.target
 """
 
-# The stand-ins keep the real units' [Unit] and [Install] sections (conditions, ordering) from packer/files/ and
-# replace [Service]: no binary runs, each start appends "<name> <time> <user>" to a log.
-STANDIN_SERVICE = """\
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-User={user}
-# STAND-IN (test image): there is no {name} binary here; this only records that systemd started the unit.
-# systemd: "$$" is a literal "$", "%%" a literal "%".
-ExecStart=/bin/sh -c 'echo "{name} $$(date +%%s.%%N) $$(id -un)" >> /run/standin-order/log'
-
-"""
-STANDIN_LOG = "/run/standin-order/log"
 BANNER = "test image for the VM tests (tests/integration/testimage.py)"
 
 CLOUD_CFG = """\
@@ -92,57 +81,54 @@ ssh_genkeytypes: [ed25519]
 """
 
 
-def _render(template: str, **context: object) -> str:
-    """A template of the real image (packer/files/), rendered with the facts the bake uses."""
-    return render.render(f"files/{template}", {"banner": BANNER, "facts": imagefacts, **context})
+# The bake's scripts that apply to Debian, in bake order. Left out: 10 (waits for dnf), 20/30/40 (dnf packages:
+# Debian's come from mmdebstrap, the agents from tests/agents.py, no Docker), 70 (swap: the VMs need none),
+# 80 (SELinux), 99 (its rpm/SELinux/swap facts are AlmaLinux's; the VM test runs imagechecks instead).
+PROVISIONING = ("45-prepare-dirs.sh", "50-install-units.sh", "60-install-firewalld.sh", "75-configure-kernel.sh",
+                "90-clean-identity.sh")
+STAGE = "/tmp/nomadic"  # scripts and nomadic-files inside the image root while the scripts run
 
 
-def standin_unit(name: str, user: str) -> str:
-    real = _render(f"{name}.service.j2")
-    head, rest = real.split("[Service]", 1)
-    install = rest[rest.index("[Install]"):]
-    return head + STANDIN_SERVICE.format(name=name, user=user) + install
-
-
-def tmpfiles() -> str:
-    # The stand-ins' log directory, writable by the consul user, beside the image's own data dirs.
-    return _render("tmpfiles.conf.j2") + "d /run/standin-order 0777 root root -\n"
+def nomadic_files() -> dict[str, str]:
+    """The bake's rendered nomadic-files/ (relative path -> text): units, firewalld XMLs, tmpfiles.d, sysctl.d ..."""
+    settings = config.load({"local": {"accel": "tcg"}}, ROOT)
+    image = imagedef.load(settings.build.image)
+    ctx = packer.build_context(settings, image, (1, 6, 6), "tcg", "ssh-ed25519 AAAA testimage")
+    ctx["banner"] = BANNER
+    prefix = "nomadic-files/"
+    return {k.removeprefix(prefix): v for k, v in packer.render_files(ctx).items() if k.startswith(prefix)}
 
 
 def files() -> dict[str, tuple[str, int, str]]:
-    """Path in the image -> (content, mode, owner:group)."""
-    out = {
+    """Debian-only files (not the bake's): path in the image -> (content, mode, owner:group)."""
+    return {
         "etc/systemd/system/cloud-init.service": (CLOUD_INIT_SERVICE, 0o644, "root:root"),
-        imagefacts.CONSUL_UNIT.lstrip("/"): (standin_unit("consul", imagefacts.CONSUL_USER), 0o644, "root:root"),
-        imagefacts.NOMAD_UNIT.lstrip("/"): (standin_unit("nomad", "root"), 0o644, "root:root"),
-        imagefacts.TMPFILES_CONF.lstrip("/"): (tmpfiles(), 0o644, "root:root"),
         "etc/cloud/cloud.cfg.d/90-testimage.cfg": (CLOUD_CFG, 0o644, "root:root"),
         "etc/default/locale": ("LANG=C.UTF-8\n", 0o644, "root:root"),
         "etc/fstab": ("/dev/vda / ext4 rw,errors=remount-ro 0 1\n", 0o644, "root:root"),
     }
-    for service, ports in imagefacts.FIREWALLD_SERVICES.items():
-        out[f"{imagefacts.FIREWALLD_SERVICE_DIR.lstrip('/')}/{service}.xml"] = (
-            _render("firewalld-service.xml.j2", service=service, ports=ports), 0o644, "root:root")
-    return out
 
 
-# Commands run inside the image (chroot) after the files are in place.
+def agents() -> dict[str, Path]:
+    """The test agents' binaries (tests/agents.py builds them first if needed): name -> path."""
+    from tests import agents as test_agents
+
+    return test_agents.find(build_missing=True)
+
+
+# Commands run inside the image (chroot) after the bake's scripts.
 CHROOT_STEPS = (
-    ("useradd", "--system", "--home-dir", imagefacts.CONSUL_CONFIG_DIR.path, "--no-create-home", "--shell",
-     "/bin/false", imagefacts.CONSUL_USER),
-    *(("install", "-d", "-o", d.owner, "-g", d.group, "-m", d.mode_text, d.path) for d in imagefacts.CONFIG_DIRS),
-    ("systemctl", "enable", "systemd-networkd.service", "firewalld.service", "consul.service", "nomad.service",
-     "cloud-init.service"),
-    # A clone must not share a machine-id (empty: generated on first boot) or SSH host keys (cloud-init makes them).
-    ("truncate", "-s", "0", "/etc/machine-id"),
-    ("find", "/etc/ssh", "-name", "ssh_host_*", "-delete"),
+    ("systemctl", "enable", "systemd-networkd.service", "cloud-init.service"),
 )
 
 
-def recipe_hash() -> str:
+def recipe_hash(binaries: dict[str, Path] | None = None) -> str:
     recipe = {
         "suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "size": DISK_SIZE,
         "files": {k: list(v) for k, v in files().items()}, "steps": CHROOT_STEPS,
+        "nomadic-files": nomadic_files(), "provisioning": PROVISIONING,
+        "scripts": {s: (packer.SCRIPTS_DIR / s).read_text() for s in PROVISIONING},
+        "agents": {name: fsutil.sha256_file(path) for name, path in sorted((binaries or {}).items())},
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -155,9 +141,10 @@ class TestImage:
     append: str = "root=/dev/vda rw console=ttyS0"
 
 
-def build(cache: Path = CACHE, log=None) -> TestImage:
-    """The cached image for the current recipe, building it first if needed (needs root and Debian's mirror)."""
-    out = cache / recipe_hash()
+def build(binaries: dict[str, Path], cache: Path = CACHE, log=None) -> TestImage:
+    """The cached image for the current recipe and agents, building it first if needed (needs root, Debian's
+    mirror)."""
+    out = cache / recipe_hash(binaries)
     image = TestImage(out / "disk.qcow2", out / "vmlinuz", out / "initrd.img")
     if image.disk.is_file() and image.kernel.is_file() and image.initrd.is_file():
         return image
@@ -165,11 +152,30 @@ def build(cache: Path = CACHE, log=None) -> TestImage:
     with (cache / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: one builds, the other waits and reuses it
         if not (image.disk.is_file() and image.kernel.is_file() and image.initrd.is_file()):
-            _build(cache, out, log)
+            _build(cache, out, binaries, log)
     return image
 
 
-def _build(cache: Path, out: Path, log) -> None:
+def _provision(rootfs: Path, logfile: Path) -> None:
+    """Run the bake's own scripts inside the image root, as Packer runs them on the build VM (as root, with the
+    rendered nomadic-files), offline."""
+    stage = rootfs / STAGE.lstrip("/")
+    for rel, text in nomadic_files().items():
+        path = stage / "nomadic-files" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    (stage / "scripts").mkdir(parents=True)
+    for script in PROVISIONING:
+        shutil.copy2(packer.SCRIPTS_DIR / script, stage / "scripts" / script)
+    for script in PROVISIONING:
+        # Offline: systemctl edits the root without talking to a systemd (SYSTEMD_OFFLINE), and the scripts leave
+        # the running kernel (the host's) alone (NOMADIC_OFFLINE).
+        proc.run(["chroot", str(rootfs), "env", f"NOMADIC_FILES={STAGE}/nomadic-files", "SYSTEMD_OFFLINE=1",
+                  "NOMADIC_OFFLINE=1", "bash", f"{STAGE}/scripts/{script}"], log=logfile, step=f"test image: {script}")
+    shutil.rmtree(stage)
+
+
+def _build(cache: Path, out: Path, binaries: dict[str, Path], log) -> None:
     if os.geteuid() != 0:
         raise RuntimeError("building the test image needs root (mmdebstrap --mode=root, chroot, file owners)")
     work = cache / f"{out.name}.work"
@@ -189,6 +195,12 @@ def _build(cache: Path, out: Path, log) -> None:
         target.chmod(mode)
         user, group = owner.split(":")
         shutil.chown(target, user, group)
+    # The agents where the units expect them (the RPMs put them there on AlmaLinux).
+    for name, dest in (("consul", imagefacts.CONSUL_BIN), ("nomad", imagefacts.NOMAD_BIN)):
+        target = rootfs / dest.lstrip("/")
+        shutil.copy2(binaries[name], target)
+        target.chmod(0o755)
+    _provision(rootfs, logfile)
     for step in CHROOT_STEPS:
         proc.run(["chroot", str(rootfs), *step], log=logfile, step=f"test image: {step[0]}")
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
@@ -213,7 +225,7 @@ def _build(cache: Path, out: Path, log) -> None:
 
 
 if __name__ == "__main__":
-    img = build(log=sys.stderr)
+    img = build(agents(), log=sys.stderr)
     print(textwrap.dedent(f"""\
         disk:   {img.disk}
         kernel: {img.kernel}

@@ -37,7 +37,7 @@ client {
   # Keep room on a 1 GB node for the OS, Docker, Consul and Nomad themselves.
   reserved {
     cpu    = 300
-    memory = 400
+    memory = 500
   }
 }
 

@@ -35,7 +35,7 @@ client {
   # Keep room on a 1 GB node for the OS, Docker, Consul and Nomad themselves.
   reserved {
     cpu    = 200
-    memory = 300
+    memory = 400
   }
 }
 
