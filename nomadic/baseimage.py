@@ -12,10 +12,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from . import artifacts, ociclient
+from . import artifacts
 from .config import Settings
-from .errors import CloudError, ConfigError
+from .errors import ConfigError
 from .imagedef import ImageDef
+from .providers.oci.api import Api, Refused  # the one seam for OCI SDK calls (retries, error mapping)
 
 
 @dataclass(frozen=True)
@@ -25,49 +26,39 @@ class BaseImage:
     how: str  # which rule found it, for the log line
 
 
-def _get(client: Any, image_id: str) -> Any | None:
-    import oci
-
+def _get(api: Api, image_id: str) -> Any | None:
     try:
-        return client.get_image(image_id).data
-    except oci.exceptions.ServiceError as exc:
+        return api.call(f"looking up the OCI base image {image_id}", api.compute.get_image, image_id)
+    except Refused as exc:
         if exc.status == 404:
             return None
-        raise CloudError(f"looking up the OCI base image {image_id} failed: {exc.status} {exc.code}: {exc.message}") from None
+        raise
 
 
 def resolve(settings: Settings, image: ImageDef) -> BaseImage:
-    import oci
-
-    session = ociclient.session(settings)
-    client = ociclient.compute(session)
-    compartment = settings.oci.compartment_id or session.tenancy_id
+    api = Api(settings)
+    compartment = settings.oci.compartment_id or api.session.tenancy_id
     base = image.oci
-    try:
-        if base.base_image_ocid:
-            found = _get(client, base.base_image_ocid)
-            if found is None:
-                raise ConfigError(
-                    f"{image.path}: OCI base image {base.base_image_ocid} not found (or not visible to this user)",
-                    hint="check oci.base_image_ocid and the region (oci.region or the profile's)",
-                )
-            return BaseImage(found.id, found.display_name, "oci.base_image_ocid")
-        recorded = (artifacts.lookup_base(settings, image.name) or {}).get("image_id")
-        if recorded:
-            found = _get(client, recorded)
-            if found is not None and found.lifecycle_state == "AVAILABLE":
-                return BaseImage(found.id, found.display_name, f"imported by import-image ({artifacts.path(settings)})")
-            print(f"warning: the base image import-image recorded, {recorded}, is gone; using the filter", file=sys.stderr)
-        kwargs = {"lifecycle_state": "AVAILABLE", "sort_by": "TIMECREATED", "sort_order": "DESC"}
-        if base.operating_system:
-            kwargs["operating_system"] = base.operating_system
-        if base.operating_system_version:
-            kwargs["operating_system_version"] = base.operating_system_version
-        images = oci.pagination.list_call_get_all_results(client.list_images, compartment, **kwargs).data
-    except oci.exceptions.ServiceError as exc:
-        raise CloudError(f"looking up the OCI base image failed: {exc.status} {exc.code}: {exc.message}") from None
-    except oci.exceptions.RequestException as exc:
-        raise CloudError(f"cannot reach OCI to look up the base image ({type(exc).__name__})") from None
+    if base.base_image_ocid:
+        found = _get(api, base.base_image_ocid)
+        if found is None:
+            raise ConfigError(
+                f"{image.path}: OCI base image {base.base_image_ocid} not found (or not visible to this user)",
+                hint="check oci.base_image_ocid and the region (oci.region or the profile's)",
+            )
+        return BaseImage(found.id, found.display_name, "oci.base_image_ocid")
+    recorded = (artifacts.lookup_base(settings, image.name) or {}).get("image_id")
+    if recorded:
+        found = _get(api, recorded)
+        if found is not None and found.lifecycle_state == "AVAILABLE":
+            return BaseImage(found.id, found.display_name, f"imported by import-image ({artifacts.path(settings)})")
+        print(f"warning: the base image import-image recorded, {recorded}, is gone; using the filter", file=sys.stderr)
+    kwargs = {"lifecycle_state": "AVAILABLE", "sort_by": "TIMECREATED", "sort_order": "DESC"}
+    if base.operating_system:
+        kwargs["operating_system"] = base.operating_system
+    if base.operating_system_version:
+        kwargs["operating_system_version"] = base.operating_system_version
+    images = api.list("looking up the OCI base image", api.compute.list_images, compartment, **kwargs)
     pattern = re.compile(base.display_name_search) if base.display_name_search else None
     matches = [
         i for i in images

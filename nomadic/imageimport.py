@@ -18,9 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import artifacts, download, imagedef, ociclient, proc
+from . import artifacts, download, imagedef, proc
 from .config import Settings, Target, is_flex
 from .errors import CloudError, ConfigError, LimitExceeded, TransferError
+from .providers.oci.api import Api, Refused  # the one seam for OCI SDK calls (retries, error mapping)
 
 # Object Storage: one PutObject takes at most 50 GiB; larger files (and, here, anything above PART_SIZE) go up in
 # parts. OCI imports images of up to 400 GB. Always Free includes 20 GB of Object Storage in all.
@@ -127,51 +128,52 @@ def local_qcow2(settings: Settings, image: imagedef.ImageDef, path: Path | None)
 
 
 class _Oci:
-    """The SDK calls of an import, each failure mapped to one line that says what to do."""
+    """The SDK calls of an import, made through the seam (retries, error mapping), with what an import adds to
+    its errors: which bucket is not authorized, and what to delete when a limit is reached."""
 
     def __init__(self, settings: Settings) -> None:
         import oci
 
         self.oci = oci
         self.settings = settings
-        session = ociclient.session(settings)
-        self.compute = ociclient.compute(session)
-        self.storage = ociclient.objectstorage(session)
-        self.work = ociclient.workrequests(session)
-        self.compartment = settings.oci.compartment_id or session.tenancy_id
+        self.api = Api(settings)
+        self.compute = self.api.compute
+        self.storage = self.api.objectstorage
+        self.work = self.api.workrequests
+        self.compartment = settings.oci.compartment_id or self.api.session.tenancy_id
         self.bucket = settings.oci.image_bucket
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The whole response (some answers are in headers: etag, work request id), errors as `_mapped` says."""
         try:
-            return fn(*args, **kwargs)
-        except self.oci.exceptions.ServiceError as exc:
+            return self.api.call_response(what, fn, *args, **kwargs)
+        except (Refused, LimitExceeded) as exc:
             raise self._mapped(what, exc) from None
-        except self.oci.exceptions.RequestException as exc:
-            raise CloudError(f"{what}: cannot reach OCI ({type(exc).__name__})", hint="check the network and oci.endpoint") from None
 
-    def _mapped(self, what: str, exc: Any) -> CloudError:
-        code, text = str(exc.code), f"{exc.status} {exc.code}: {exc.message}"
-        if "limit" in code.lower() or "quota" in code.lower():
-            return LimitExceeded(f"{what}: {text}", hint="delete objects or images you no longer need, or raise the limit")
-        if exc.status in (401, 403, 404) and ("bucket" in what or code in ("BucketNotFound", "NotAuthorized")):
-            return CloudError(
-                f"{what}: bucket {self.bucket!r} is not found or this user is not authorized ({text})",
+    def list(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            return self.api.list(what, fn, *args, **kwargs)
+        except (Refused, LimitExceeded) as exc:
+            raise self._mapped(what, exc) from None
+
+    def _mapped(self, what: str, exc: Refused | LimitExceeded) -> Refused | LimitExceeded:
+        if isinstance(exc, LimitExceeded):  # the seam's hint speaks of instances; here objects and images count
+            return LimitExceeded(exc.message, hint="delete objects or images you no longer need, or raise the limit")
+        if exc.status in (403, 404) and ("bucket" in what or exc.code in ("BucketNotFound", "NotAuthorized")):
+            return Refused(
+                f"{what}: bucket {self.bucket!r} is not found or this user is not authorized ({exc.status} {exc.code})",
+                exc.status, exc.code,
                 hint="set oci.image_bucket to a bucket you may use, or add a policy such as 'allow group <g> to manage "
                 "objects in compartment <c>' and '... manage buckets ...'",
             )
-        return CloudError(f"{what}: {text}")
+        return exc
 
     # ---- images ----
     def find_imported(self, digest: str) -> Any | None:
         """The newest image in the compartment imported from this digest (AVAILABLE or still IMPORTING)."""
-        images = self.call(
-            "listing images",
-            self.oci.pagination.list_call_get_all_results,
-            self.compute.list_images,
-            self.compartment,
-            sort_by="TIMECREATED",
-            sort_order="DESC",
-        ).data
+        images = self.list(
+            "listing images", self.compute.list_images, self.compartment, sort_by="TIMECREATED", sort_order="DESC"
+        )
         for img in images:
             tags = img.freeform_tags or {}
             if tags.get(TAG_DIGEST) == digest and img.lifecycle_state in ("AVAILABLE", "IMPORTING"):
@@ -194,7 +196,7 @@ class _Oci:
                 operating_system_version=base.operating_system_version or "9",
             ),
         )
-        # A retry token: should the SDK retry after a lost answer, OCI returns the first image instead of a second.
+        # A retry token: when the seam resends after a 429 or a lost answer, OCI returns the first image, not a second.
         resp = self.call("creating the image", self.compute.create_image, details, opc_retry_token=uuid.uuid4().hex)
         return resp.data, resp.headers.get("opc-work-request-id", "")
 
@@ -207,12 +209,9 @@ class _Oci:
                 wr = self.call(f"work request {work_request}", self.work.get_work_request, work_request).data
                 line = f"importing: {wr.status} {int(wr.percent_complete or 0)}%"
                 if wr.status in ("FAILED", "CANCELED"):
-                    errors = self.call(
-                        f"work request {work_request} errors",
-                        self.oci.pagination.list_call_get_all_results,
-                        self.work.list_work_request_errors,
-                        work_request,
-                    ).data
+                    errors = self.list(
+                        f"work request {work_request} errors", self.work.list_work_request_errors, work_request
+                    )
                     reason = "; ".join(f"{e.code}: {e.message}" for e in errors) or "no reason given"
                     raise CloudError(
                         f"OCI could not import image {image_id}: work request {wr.status} ({reason})",
@@ -237,12 +236,7 @@ class _Oci:
 
     def ensure_shape(self, image_id: str) -> None:
         o = self.settings.oci
-        entries = self.call(
-            f"image {image_id} shapes",
-            self.oci.pagination.list_call_get_all_results,
-            self.compute.list_image_shape_compatibility_entries,
-            image_id,
-        ).data
+        entries = self.list(f"image {image_id} shapes", self.compute.list_image_shape_compatibility_entries, image_id)
         if any(e.shape == o.shape for e in entries):
             return
         m = self.oci.core.models
@@ -262,29 +256,31 @@ class _Oci:
 
     def ensure_bucket(self, namespace: str) -> Any:
         """The bucket (approximate size included), created private when missing."""
+        what = f"reading bucket {self.bucket}"
         try:
-            return self.storage.get_bucket(namespace, self.bucket, fields=["approximateSize"]).data
-        except self.oci.exceptions.ServiceError as exc:
+            return self.call(what, self.storage.get_bucket, namespace, self.bucket, fields=["approximateSize"]).data
+        except Refused as exc:
             if exc.status != 404:
-                raise self._mapped(f"reading bucket {self.bucket}", exc) from None
+                raise
         _say(f"creating private bucket {self.bucket} in namespace {namespace}")
         details = self.oci.object_storage.models.CreateBucketDetails(
             name=self.bucket, compartment_id=self.compartment, public_access_type="NoPublicAccess"
         )
         try:
-            self.storage.create_bucket(namespace, details)
-        except self.oci.exceptions.ServiceError as exc:
+            self.call(f"creating bucket {self.bucket}", self.storage.create_bucket, namespace, details)
+        except Refused as exc:
             if exc.status != 409:  # 409: created meanwhile by someone else; read it below
-                raise self._mapped(f"creating bucket {self.bucket}", exc) from None
-        return self.call(f"reading bucket {self.bucket}", self.storage.get_bucket, namespace, self.bucket, fields=["approximateSize"]).data
+                raise
+        return self.call(what, self.storage.get_bucket, namespace, self.bucket, fields=["approximateSize"]).data
 
     def uploaded_digest(self, namespace: str, obj: str) -> str:
         try:
-            head = self.storage.head_object(namespace, self.bucket, obj)
-        except self.oci.exceptions.ServiceError as exc:
+            what = f"reading object {obj} in bucket {self.bucket}"
+            head = self.call(what, self.storage.head_object, namespace, self.bucket, obj)
+        except Refused as exc:
             if exc.status == 404:  # HEAD has no body, so no code: the bucket exists (just checked), the object not
                 return ""
-            raise self._mapped(f"reading object {obj} in bucket {self.bucket}", exc) from None
+            raise
         return str(head.headers.get(META_DIGEST, ""))
 
     def upload(self, namespace: str, obj: str, q: Qcow2) -> None:
@@ -311,7 +307,9 @@ class _Oci:
                       m.CommitMultipartUploadDetails(parts_to_commit=parts))
         except BaseException:
             try:  # parts of an unfinished upload count as stored bytes until aborted
-                self.storage.abort_multipart_upload(namespace, self.bucket, obj, upload.upload_id)
+                self.api.call(
+                    f"{what} (aborting)", self.storage.abort_multipart_upload, namespace, self.bucket, obj, upload.upload_id
+                )
             except Exception:
                 pass
             raise

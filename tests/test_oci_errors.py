@@ -177,6 +177,7 @@ def test_sdk_clients_are_made_only_by_the_seam() -> None:
             continue
         text = path.read_text(encoding="utf-8")
         for needle in ("ociclient.compute(", "ociclient.network(", "ociclient.identity(", "ociclient.blockstorage(",
+                       "ociclient.objectstorage(", "ociclient.workrequests(",
                        "oci.pagination", "oci.wait_until", "oci.core.ComputeClient", "oci.core.VirtualNetworkClient"):
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")

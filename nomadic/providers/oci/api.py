@@ -134,6 +134,14 @@ class Api:
     def blockstorage(self) -> Any:
         return self._client("blockstorage")
 
+    @property
+    def objectstorage(self) -> Any:
+        return self._client("objectstorage")
+
+    @property
+    def workrequests(self) -> Any:
+        return self._client("workrequests")
+
     # ---- waiting -------------------------------------------------------------------------------------------------
     def pause(self, seconds: float) -> None:
         """A backoff or poll wait that an abort (another node's failure, Ctrl-C) cuts short."""
@@ -205,6 +213,10 @@ class Api:
                 if say:
                     say(f"connection lost ({type(exc).__name__}); resending in {delay:.1f}s")
                 self.pause(delay)
+
+    def call_response(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Like `call`, but the whole response, for calls whose answer is in headers (etag, work request id)."""
+        return self.call(what, _with_response(fn), *args, **kwargs)
 
     def list(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Every page of a list call; each page is one `call` (retried on its own)."""
