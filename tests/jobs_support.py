@@ -36,14 +36,13 @@ from nomadic import config, proc
 from nomadic.jobs import spec
 from tests import agents
 
-CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 NOBODY = 65534
 
 
 def need(condition: bool, why: str) -> None:
     """Skip with the reason when a tool is missing, except in CI where that is a failure."""
     if not condition:
-        if CI:
+        if agents.in_ci():
             pytest.fail(why)
         pytest.skip(why)
 
